@@ -1,0 +1,256 @@
+"""Agents: what an agent says, how it thinks, which tools it may use and under which policies.
+
+An agent is a YAML file, agents/<id>.yaml, with its knowledge base under agents/<id>/kb/.
+Every field is validated; a bad file fails with the file, the field and the reason.
+"""
+
+from collections.abc import Iterator
+from datetime import time
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, Literal, Self
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
+
+from switchboard.call import AgentId, CallDirection
+from switchboard.phone import E164
+from switchboard.tool import ToolName
+
+
+class AgentConfigError(ValueError):
+    """An agent file that cannot be used. The message names the file, the field and the reason."""
+
+
+class _Strict(BaseModel):
+    # A misspelt key is an error, not a silently ignored setting.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _valid_timezone(name: str) -> str:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(f"unknown time zone {name!r}") from exc
+    return name
+
+
+TimeZoneName = Annotated[str, AfterValidator(_valid_timezone)]
+
+
+class Weekday(StrEnum):
+    MON = "mon"
+    TUE = "tue"
+    WED = "wed"
+    THU = "thu"
+    FRI = "fri"
+    SAT = "sat"
+    SUN = "sun"
+
+
+class Hours(_Strict):
+    """An opening window within one day, e.g. {open: "09:00", close: "17:00"}."""
+
+    open: time
+    close: time
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Self:
+        if self.close <= self.open:
+            raise ValueError(f"close {self.close} is not after open {self.open}")
+        return self
+
+    def contains(self, start: time, end: time) -> bool:
+        return self.open <= start and end <= self.close
+
+
+class Voice(_Strict):
+    """A Polly voice. Whether the voice supports the engine is checked against Polly at start."""
+
+    id: str = Field(min_length=1, examples=["Joanna"])
+    engine: Literal["neural", "standard", "generative", "long-form"] = "neural"
+
+
+class LanguageModel(_Strict):
+    provider: Literal["openai", "bedrock", "scripted"] = "openai"
+    model: str = Field(default="gpt-4o-mini", min_length=1)
+    temperature: float = Field(default=0.4, ge=0.0, le=2.0)
+    max_tokens: int = Field(default=150, ge=1, le=4096)
+
+
+class Conversation(_Strict):
+    """Turn-taking and pacing. Defaults suit a phone line."""
+
+    filler_after_ms: int = Field(default=900, ge=0, le=10_000, description="Play a filler if no sentence yet.")
+    fillers: list[str] = Field(default_factory=lambda: ["One moment."], min_length=1)
+    idle_reprompt_s: float = Field(default=8.0, gt=0, le=120)
+    idle_reprompt: str = "Are you still there?"
+    idle_hangup_s: float = Field(default=8.0, gt=0, le=120, description="After the reprompt, then goodbye.")
+    goodbye: str = "Thank you for calling. Goodbye."
+    max_call_s: int = Field(default=900, ge=30, le=14_400)
+
+
+class BookingPolicy(_Strict):
+    """Appointments go only into open slots of this calendar, inside opening hours."""
+
+    calendar: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    timezone: TimeZoneName
+    slot_minutes: int = Field(default=30, ge=5, le=480)
+    opening_hours: dict[Weekday, list[Hours]] = Field(min_length=1)
+    max_days_ahead: int = Field(default=60, ge=1, le=366)
+
+
+class SmsPolicy(_Strict):
+    """SMS go only to the caller's own number; this caps how many one call may send."""
+
+    max_per_call: int = Field(default=2, ge=1, le=10)
+
+
+class TransferPolicy(_Strict):
+    """Transfers go only to these numbers, named so the LLM can ask for one by name."""
+
+    allow: dict[str, E164] = Field(min_length=1, examples=[{"front_desk": "+15550100100"}])
+
+
+class EndCallPolicy(_Strict):
+    pass
+
+
+class Tools(_Strict):
+    """The tools the agent may use: a tool absent here does not exist for the agent."""
+
+    book_appointment: BookingPolicy | None = None
+    send_sms: SmsPolicy | None = None
+    transfer_call: TransferPolicy | None = None
+    end_call: EndCallPolicy | None = None
+
+    @property
+    def enabled(self) -> frozenset[ToolName]:
+        return frozenset(ToolName(name) for name in type(self).model_fields if getattr(self, name) is not None)
+
+
+class Voicemail(_Strict):
+    """What an outbound call does when a machine answers."""
+
+    action: Literal["leave_message", "hang_up"] = "hang_up"
+    message: str | None = None
+
+    @model_validator(mode="after")
+    def _message_when_leaving_one(self) -> Self:
+        if self.action == "leave_message" and not (self.message and self.message.strip()):
+            raise ValueError("leave_message needs a message")
+        return self
+
+
+class Outbound(_Strict):
+    """Who an agent may call, when, and how often it tries again."""
+
+    from_number: E164
+    allowed_countries: list[Annotated[str, Field(pattern=r"^[A-Z]{2}$")]] = Field(min_length=1)
+    calling_hours: Hours = Hours(open=time(9), close=time(20))
+    max_attempts: int = Field(default=3, ge=1, le=10)
+    retry_after_minutes: int = Field(default=60, ge=1, le=7 * 24 * 60)
+    retry_on: tuple[Literal["busy", "no-answer", "failed"], ...] = ("busy", "no-answer")
+    voicemail: Voicemail = Voicemail()
+
+
+class AgentConfig(_Strict):
+    id: AgentId
+    name: str = Field(min_length=1)
+    directions: list[CallDirection] = Field(min_length=1)
+    language: str = Field(default="en-US", pattern=r"^[a-z]{2}-[A-Z]{2}$")
+    voice: Voice
+    greeting: str = Field(min_length=1, max_length=1000)
+    system_prompt: str = Field(min_length=1)
+    llm: LanguageModel = LanguageModel()
+    conversation: Conversation = Conversation()
+    tools: Tools = Tools()
+    phone_numbers: list[E164] = Field(default_factory=list, description="Numbers this agent answers.")
+    knowledge_base: list[Path] = Field(default_factory=list, description="Files under agents/<id>/kb/.")
+    outbound: Outbound | None = None
+
+    @model_validator(mode="after")
+    def _direction_needs(self) -> Self:
+        if CallDirection.INBOUND in self.directions and not self.phone_numbers:
+            raise ValueError("an inbound agent needs phone_numbers to answer")
+        if CallDirection.OUTBOUND in self.directions and self.outbound is None:
+            raise ValueError("an outbound agent needs an outbound section")
+        return self
+
+
+def _format_validation_error(path: Path, exc: ValidationError) -> str:
+    lines = [f"{path}: invalid agent ({exc.error_count()} problem(s))"]
+    for err in exc.errors(include_url=False):
+        field = ".".join(str(part) for part in err["loc"]) or "(top level)"
+        lines.append(f"  {field}: {err['msg']}")
+    return "\n".join(lines)
+
+
+def load_agent(path: Path) -> AgentConfig:
+    """Read and validate one agent file; knowledge-base paths come back resolved and checked."""
+    try:
+        raw: Any = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise AgentConfigError(f"{path}: cannot read: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise AgentConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise AgentConfigError(f"{path}: an agent file must be a mapping of fields, got {type(raw).__name__}")
+    if raw.get("id", path.stem) != path.stem:
+        raise AgentConfigError(f"{path}: id: {raw.get('id')!r} does not match the file name {path.stem!r}")
+    try:
+        agent = AgentConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise AgentConfigError(_format_validation_error(path, exc)) from exc
+    kb_root = (path.parent / agent.id / "kb").resolve()
+    resolved: list[Path] = []
+    for index, entry in enumerate(agent.knowledge_base):
+        file = (kb_root / entry).resolve()
+        if not file.is_relative_to(kb_root):
+            raise AgentConfigError(f"{path}: knowledge_base.{index}: {entry} is outside {kb_root}")
+        if not file.is_file():
+            raise AgentConfigError(f"{path}: knowledge_base.{index}: {file} does not exist")
+        resolved.append(file)
+    return agent.model_copy(update={"knowledge_base": resolved})
+
+
+class AgentDirectory:
+    """Every agent of a deployment, and which one answers a number."""
+
+    def __init__(self, agents: list[AgentConfig]) -> None:
+        self._by_id: dict[str, AgentConfig] = {}
+        self._by_number: dict[str, AgentConfig] = {}
+        for agent in agents:
+            if agent.id in self._by_id:
+                raise AgentConfigError(f"agent id {agent.id!r} is defined twice")
+            self._by_id[agent.id] = agent
+            for number in agent.phone_numbers:
+                if number in self._by_number:
+                    other = self._by_number[number].id
+                    raise AgentConfigError(f"{agent.id}: phone_numbers: {number} is already answered by {other}")
+                self._by_number[number] = agent
+
+    @classmethod
+    def load(cls, directory: Path) -> "AgentDirectory":
+        files = sorted(directory.glob("*.yaml"))
+        if not files:
+            raise AgentConfigError(f"{directory}: no agent files (*.yaml)")
+        return cls([load_agent(file) for file in files])
+
+    def __iter__(self) -> Iterator[AgentConfig]:
+        return iter(self._by_id.values())
+
+    def get(self, agent_id: str) -> AgentConfig | None:
+        return self._by_id.get(agent_id)
+
+    def answering(self, number: str) -> AgentConfig | None:
+        """The inbound agent for a called number, if any."""
+        return self._by_number.get(number)

@@ -1,0 +1,76 @@
+"""A phone call: who, which agent, and how its status moved."""
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from switchboard.phone import E164
+
+CallSid = Annotated[str, StringConstraints(pattern=r"^CA[0-9a-f]{32}$")]
+AgentId = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")]
+
+
+class CallDirection(StrEnum):
+    INBOUND = "inbound"
+    OUTBOUND = "outbound"
+
+
+class CallStatus(StrEnum):
+    """Twilio's CallStatus values, plus `queued` for an outbound call we recorded before dialing."""
+
+    QUEUED = "queued"
+    INITIATED = "initiated"
+    RINGING = "ringing"
+    IN_PROGRESS = "in-progress"
+    COMPLETED = "completed"
+    BUSY = "busy"
+    FAILED = "failed"
+    NO_ANSWER = "no-answer"
+    CANCELED = "canceled"
+
+    @property
+    def is_final(self) -> bool:
+        return self in _FINAL_STATUSES
+
+
+_FINAL_STATUSES = frozenset(
+    {CallStatus.COMPLETED, CallStatus.BUSY, CallStatus.FAILED, CallStatus.NO_ANSWER, CallStatus.CANCELED}
+)
+
+
+class StatusEvent(BaseModel):
+    """One status callback from Twilio. SequenceNumber orders them; they may arrive late or twice."""
+
+    model_config = ConfigDict(frozen=True)
+
+    status: CallStatus
+    sequence_number: int = Field(ge=0)
+    at: datetime
+    duration_s: int | None = Field(default=None, ge=0)
+    answered_by: str | None = None
+    price: str | None = None
+    price_unit: str | None = None
+
+
+class Call(BaseModel):
+    """The durable record of one call."""
+
+    call_sid: CallSid
+    direction: CallDirection
+    from_number: E164
+    to_number: E164
+    agent_id: AgentId
+    status: CallStatus = CallStatus.QUEUED
+    status_history: list[StatusEvent] = Field(default_factory=list)
+    created_at: datetime
+    answered_at: datetime | None = None
+    ended_at: datetime | None = None
+    duration_s: int | None = Field(default=None, ge=0)
+    answered_by: str | None = None
+
+    @property
+    def customer_number(self) -> str:
+        """The other party: the caller of an inbound call, the callee of an outbound one."""
+        return self.from_number if self.direction is CallDirection.INBOUND else self.to_number
