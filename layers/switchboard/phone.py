@@ -10,9 +10,10 @@ E164_PATTERN = r"^\+[1-9]\d{6,14}$"
 # A number in E.164 (+ then 7 to 15 digits, no leading zero). Twilio sends numbers in this form.
 E164 = Annotated[str, StringConstraints(pattern=E164_PATTERN)]
 
-# Anything that looks like a phone number inside free text: an optional +, then 7-15 digits which
-# may be split by single spaces, dots or dashes ("+1 555-010-2030").
-_NUMBER_IN_TEXT = re.compile(r"(?<![\w+])\+?\d(?:[ .\-]?\d){6,14}(?!\w)")
+# Anything that looks like a phone number inside free text: a + and 7-15 digits, or 10-15 digits
+# without the +, either possibly split by single spaces, dots or dashes ("+1 555-010-2030"). Dates
+# ("2026-11-24", 8 digits) and short numbers stay readable.
+_NUMBER_IN_TEXT = re.compile(r"(?<![\w+])(?:\+\d(?:[ .\-]?\d){6,14}|\d(?:[ .\-]?\d){9,14})(?!\w)")
 
 
 def mask_phone(number: str) -> str:

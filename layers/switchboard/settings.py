@@ -1,0 +1,95 @@
+"""Settings, one model per deployable, read from environment variables at start.
+
+A missing or malformed variable stops the process at start, naming the variable and the reason, rather
+than failing on the first call that needs it. Secrets are never here: only the ARNs of the Secrets
+Manager secrets that hold them (read through Powertools Parameters).
+"""
+
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import AnyUrl, Field, UrlConstraints, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+HttpsUrl = Annotated[AnyUrl, UrlConstraints(allowed_schemes=["https"])]
+WssUrl = Annotated[AnyUrl, UrlConstraints(allowed_schemes=["wss"])]
+RedisUrl = Annotated[AnyUrl, UrlConstraints(allowed_schemes=["redis", "rediss"])]
+SecretArn = Annotated[str, Field(pattern=r"^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:.+$")]
+TableName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{3,255}$")]
+Region = Annotated[str, Field(pattern=r"^[a-z]{2}(-[a-z]+)+-\d$")]
+
+
+class SettingsError(RuntimeError):
+    """The environment cannot run this deployable. The message lists every bad variable."""
+
+
+class _Settings(BaseSettings):
+    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", frozen=True)
+
+    aws_region: Region
+    calls_table: TableName
+    agents_dir: Path = Path("agents")
+
+
+class VoiceWebhookSettings(_Settings):
+    """POST /twilio/voice and /twilio/stream-ended: answer a call and point it at the media stream."""
+
+    public_api_url: HttpsUrl = Field(description="The https base URL Twilio was given, stage path included.")
+    public_stream_url: WssUrl = Field(description="The wss:// URL of the media stream, e.g. wss://media.x.com/media")
+    twilio_secret_arn: SecretArn
+    stream_token_secret_arn: SecretArn
+    max_stream_resumes: int = Field(default=3, ge=0, le=20)
+
+
+class StatusCallbackSettings(_Settings):
+    """POST /twilio/status: call status callbacks into the call record."""
+
+    public_api_url: HttpsUrl
+    twilio_secret_arn: SecretArn
+    event_bus_name: str = Field(min_length=1)
+
+
+class ToolActionsSettings(_Settings):
+    """POST /tools/{name}: the side effects the agents may cause, policy-checked."""
+
+    appointments_table: TableName
+    idempotency_table: TableName
+    twilio_secret_arn: SecretArn
+    event_bus_name: str = Field(min_length=1)
+
+
+class DialerSettings(_Settings):
+    """POST /calls and /schedules: outbound calls now or on a schedule."""
+
+    public_api_url: HttpsUrl
+    twilio_secret_arn: SecretArn
+    schedule_group: str = Field(min_length=1)
+    scheduler_role_arn: str = Field(pattern=r"^arn:aws[a-z-]*:iam::\d{12}:role/.+$")
+    dialer_function_arn: str = Field(pattern=r"^arn:aws[a-z-]*:lambda:[a-z0-9-]+:\d{12}:function:.+$")
+    do_not_call_table: TableName | None = None
+
+
+class StreamingSettings(_Settings):
+    """The Fargate media service: one WebSocket per live call."""
+
+    redis_url: RedisUrl
+    public_stream_url: WssUrl
+    tools_api_url: HttpsUrl
+    twilio_secret_arn: SecretArn
+    stream_token_secret_arn: SecretArn
+    openai_secret_arn: SecretArn | None = None
+    port: int = Field(default=8080, ge=1, le=65535)
+    drain_seconds: int = Field(default=600, ge=0, le=3600)
+
+
+def load_settings[S: _Settings](model: type[S]) -> S:
+    """Read a deployable's settings from the environment, or fail naming each bad variable."""
+    try:
+        return model()
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors(include_url=False):
+            name = str(err["loc"][0]).upper() if err["loc"] else "(settings)"
+            reason = "is not set" if err["type"] == "missing" else err["msg"]
+            problems.append(f"  {name}: {reason}")
+        raise SettingsError(f"{model.__name__} cannot start:\n" + "\n".join(problems)) from None
