@@ -102,7 +102,11 @@ def test_defaults(tmp_path: Path) -> None:
             "outbound.voicemail",
             "leave_message needs a message",
         ),
-        ({"outbound": {"from_number": "+15550100300", "allowed_countries": ["usa"]}}, "outbound.allowed_countries.0", ""),
+        (
+            {"outbound": {"from_number": "+15550100300", "allowed_countries": ["usa"]}},
+            "outbound.allowed_countries.0",
+            "",
+        ),
     ],
 )
 def test_invalid_field_names_file_field_and_reason(
