@@ -27,8 +27,21 @@ _call_sid: ContextVar[str | None] = ContextVar("call_sid", default=None)
 
 # Keys Powertools and we set ourselves: never phone numbers, and masking would garble them.
 _TRUSTED_KEYS = frozenset(
-    {"level", "location", "timestamp", "service", "correlation_id", "call_sid", "xray_trace_id", "sampling_rate",
-     "cold_start", "function_name", "function_memory_size", "function_arn", "function_request_id"}
+    {
+        "level",
+        "location",
+        "timestamp",
+        "service",
+        "correlation_id",
+        "call_sid",
+        "xray_trace_id",
+        "sampling_rate",
+        "cold_start",
+        "function_name",
+        "function_memory_size",
+        "function_arn",
+        "function_request_id",
+    }
 )
 
 
