@@ -2,8 +2,8 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-# uv from PATH, else the copy `make` installs into ~/.local/bin.
-UV := $(or $(shell command -v uv 2>/dev/null),$(HOME)/.local/bin/uv)
+# A uv on PATH that runs (a pyenv shim for another Python does not), else the copy `make` installs.
+UV := $(or $(shell uv --version >/dev/null 2>&1 && command -v uv),$(HOME)/.local/bin/uv)
 PY_SOURCES := $(wildcard layers functions streaming infra tests bench)
 
 .PHONY: help
