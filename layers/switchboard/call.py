@@ -54,14 +54,24 @@ class StatusEvent(BaseModel):
     price_unit: str | None = None
 
 
-class Call(BaseModel):
-    """The durable record of one call."""
+class CallParties(BaseModel):
+    """Which call, between whom, handled by which agent: shared by the durable record and the live state."""
 
     call_sid: CallSid
     direction: CallDirection
     from_number: E164
     to_number: E164
     agent_id: AgentId
+
+    @property
+    def customer_number(self) -> str:
+        """The other party: the caller of an inbound call, the callee of an outbound one."""
+        return self.from_number if self.direction is CallDirection.INBOUND else self.to_number
+
+
+class Call(CallParties):
+    """The durable record of one call."""
+
     status: CallStatus = CallStatus.QUEUED
     status_history: list[StatusEvent] = Field(default_factory=list)
     created_at: datetime
@@ -69,8 +79,3 @@ class Call(BaseModel):
     ended_at: datetime | None = None
     duration_s: int | None = Field(default=None, ge=0)
     answered_by: str | None = None
-
-    @property
-    def customer_number(self) -> str:
-        """The other party: the caller of an inbound call, the callee of an outbound one."""
-        return self.from_number if self.direction is CallDirection.INBOUND else self.to_number

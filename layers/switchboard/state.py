@@ -26,9 +26,8 @@ import redis.asyncio as aioredis
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 from redis.exceptions import RedisError
 
-from switchboard.call import AgentId, CallDirection, CallSid
+from switchboard.call import CallParties, CallSid
 from switchboard.observability import logger
-from switchboard.phone import E164
 
 # After the agent's hard limit, the state stays this long: a stream that drops near the end can still
 # resume, and post-call work (status callback, summary) can still read it. Past that nobody needs it,
@@ -72,14 +71,9 @@ class ChatMessage(BaseModel):
     name: str | None = None
 
 
-class CallContext(BaseModel):
+class CallContext(CallParties):
     """Everything a streaming task needs to carry on one live call."""
 
-    call_sid: CallSid
-    agent_id: AgentId
-    direction: CallDirection
-    from_number: E164
-    to_number: E164
     facts: dict[str, str] = Field(default_factory=dict, description="What the call has established so far.")
     messages: list[ChatMessage] = Field(default_factory=list)
     greeted: bool = False
