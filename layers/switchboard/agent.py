@@ -4,7 +4,7 @@ An agent is a YAML file, agents/<id>.yaml, with its knowledge base under agents/
 Every field is validated; a bad file fails with the file, the field and the reason.
 """
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import time
 from enum import StrEnum
 from pathlib import Path
@@ -68,9 +68,6 @@ class Hours(_Strict):
             raise ValueError(f"close {self.close} is not after open {self.open}")
         return self
 
-    def contains(self, start: time, end: time) -> bool:
-        return self.open <= start and end <= self.close
-
 
 class Voice(_Strict):
     """A Polly voice. Whether the voice supports the engine is checked against Polly at start."""
@@ -106,6 +103,10 @@ class BookingPolicy(_Strict):
     slot_minutes: int = Field(default=30, ge=5, le=480)
     opening_hours: dict[Weekday, list[Hours]] = Field(min_length=1)
     max_days_ahead: int = Field(default=60, ge=1, le=366)
+    may_reschedule: bool = Field(
+        default=False,
+        description="book_appointment may move the appointment named in the call's facts instead of adding one.",
+    )
 
 
 class SmsPolicy(_Strict):
@@ -155,7 +156,10 @@ class Outbound(_Strict):
 
     from_number: E164
     allowed_countries: list[Annotated[str, Field(pattern=r"^[A-Z]{2}$")]] = Field(min_length=1)
-    calling_hours: Hours = Hours(open=time(9), close=time(20))
+    calling_hours: Hours = Field(
+        default=Hours(open=time(9), close=time(20)),
+        description="In the callee's local time, from the number; where a number spans zones, every one of them.",
+    )
     max_attempts: int = Field(default=3, ge=1, le=10)
     retry_after_minutes: int = Field(default=60, ge=1, le=7 * 24 * 60)
     retry_on: tuple[Literal["busy", "no-answer", "failed"], ...] = ("busy", "no-answer")
@@ -225,17 +229,21 @@ def load_agent(path: Path) -> AgentConfig:
 class AgentDirectory:
     """Every agent of a deployment, and which one answers a number."""
 
-    def __init__(self, agents: list[AgentConfig]) -> None:
+    def __init__(self, agents: Mapping[Path, AgentConfig]) -> None:
+        """`agents` maps each agent's file to it, so a clash names both files."""
         self._by_id: dict[str, AgentConfig] = {}
         self._by_number: dict[str, AgentConfig] = {}
-        for agent in agents:
+        source: dict[str, Path] = {}
+        for path, agent in agents.items():
             if agent.id in self._by_id:
-                raise AgentConfigError(f"agent id {agent.id!r} is defined twice")
+                raise AgentConfigError(f"{path}: id: {agent.id!r} is already defined in {source[agent.id]}")
             self._by_id[agent.id] = agent
-            for number in agent.phone_numbers:
-                if number in self._by_number:
-                    other = self._by_number[number].id
-                    raise AgentConfigError(f"{agent.id}: phone_numbers: {number} is already answered by {other}")
+            source[agent.id] = path
+            for index, number in enumerate(agent.phone_numbers):
+                if (other := self._by_number.get(number)) is not None:
+                    raise AgentConfigError(
+                        f"{path}: phone_numbers.{index}: {number} is already answered by {source[other.id]}"
+                    )
                 self._by_number[number] = agent
 
     @classmethod
@@ -243,7 +251,7 @@ class AgentDirectory:
         files = sorted(directory.glob("*.yaml"))
         if not files:
             raise AgentConfigError(f"{directory}: no agent files (*.yaml)")
-        return cls([load_agent(file) for file in files])
+        return cls({file: load_agent(file) for file in files})
 
     def __iter__(self) -> Iterator[AgentConfig]:
         return iter(self._by_id.values())

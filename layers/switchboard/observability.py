@@ -3,8 +3,9 @@
 - One Powertools Logger and one Metrics object per process (`logger`, `metrics`).
 - The CallSid is the correlation id. It lives in a ContextVar, not in the logger's global keys, because
   the streaming service runs many calls in one process: each asyncio task sees its own call.
-- Phone numbers are masked in every log line above DEBUG (messages, extra keys, exceptions), so a
-  transcript or a number never reaches CloudWatch at INFO. DEBUG is for a developer's own machine.
+- Phone numbers are masked in every log line, at every level (messages, keys and values of extra
+  data, exceptions): Powertools can turn DEBUG on in production (POWERTOOLS_LOG_LEVEL, sampling), so
+  no level may carry a raw number. Transcripts are logged at DEBUG only.
 """
 
 import logging
@@ -49,7 +50,7 @@ def _mask(value: Any) -> Any:
     if isinstance(value, str):
         return mask_phones_in_text(value)
     if isinstance(value, dict):
-        return {key: _mask(item) for key, item in value.items()}
+        return {_mask(key): _mask(item) for key, item in value.items()}
     if isinstance(value, list | tuple):
         return [_mask(item) for item in value]
     if value is None or isinstance(value, bool | int | float):
@@ -59,7 +60,7 @@ def _mask(value: Any) -> Any:
 
 
 class CallLogFormatter(LambdaPowertoolsFormatter):
-    """Powertools' JSON lines, plus the current CallSid, with phone numbers masked above DEBUG."""
+    """Powertools' JSON lines, plus the current CallSid, with phone numbers masked."""
 
     def format(self, record: logging.LogRecord) -> str:
         if (call_sid := _call_sid.get()) is not None:
@@ -68,7 +69,7 @@ class CallLogFormatter(LambdaPowertoolsFormatter):
         return super().format(record)
 
     def serialize(self, log: dict[str, Any] | PowertoolsLogRecord) -> str:
-        if isinstance(log, dict) and log.get("level") != "DEBUG":
+        if isinstance(log, dict):
             log = {key: value if key in _TRUSTED_KEYS else _mask(value) for key, value in log.items()}
         return super().serialize(log)
 

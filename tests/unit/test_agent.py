@@ -49,6 +49,10 @@ def test_shipped_agents_load() -> None:
     assert reminder.outbound is not None
     assert reminder.outbound.voicemail.action == "leave_message"
     assert ToolName.TRANSFER_CALL not in reminder.tools.enabled
+    assert reminder.tools.book_appointment is not None
+    assert reminder.tools.book_appointment.may_reschedule is True
+    assert clinic.tools.book_appointment is not None
+    assert clinic.tools.book_appointment.may_reschedule is False
 
 
 def test_defaults(tmp_path: Path) -> None:
@@ -117,7 +121,7 @@ def test_invalid_field_names_file_field_and_reason(
         load_agent(path)
     message = str(caught.value)
     assert str(path) in message
-    assert f"  {field}: " in message or (field == "(top level)" and reason in message)
+    assert f"  {field}: " in message
     assert reason in message
 
 
@@ -158,8 +162,17 @@ def test_knowledge_base_files_resolved_and_checked(tmp_path: Path) -> None:
 def test_directory_rejects_a_number_answered_twice(tmp_path: Path) -> None:
     _write(tmp_path, "front", _minimal())
     _write(tmp_path, "back", _minimal(id="back"))
-    with pytest.raises(AgentConfigError, match=r"front: phone_numbers: \+15550100200 is already answered by back"):
+    with pytest.raises(AgentConfigError) as caught:
         AgentDirectory.load(tmp_path)
+    assert str(caught.value) == (
+        f"{tmp_path / 'front.yaml'}: phone_numbers.0: +15550100200 is already answered by {tmp_path / 'back.yaml'}"
+    )
+
+
+def test_directory_rejects_an_id_defined_twice(tmp_path: Path) -> None:
+    agent = load_agent(_write(tmp_path, "front", _minimal()))
+    with pytest.raises(AgentConfigError, match=r"copy\.yaml: id: 'front' is already defined in .*front\.yaml"):
+        AgentDirectory({tmp_path / "front.yaml": agent, tmp_path / "copy.yaml": agent})
 
 
 def test_empty_directory(tmp_path: Path) -> None:
