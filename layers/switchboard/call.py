@@ -4,12 +4,19 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter
 
 from switchboard.phone import E164
 
 CallSid = Annotated[str, StringConstraints(pattern=r"^CA[0-9a-f]{32}$")]
 AgentId = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")]
+
+_CALL_SID: TypeAdapter[str] = TypeAdapter(CallSid)
+
+
+def valid_call_sid(value: str) -> str:
+    """`value` if it is a CallSid, else pydantic's ValidationError: for sids that reach keys and tokens."""
+    return _CALL_SID.validate_python(value)
 
 
 class CallDirection(StrEnum):

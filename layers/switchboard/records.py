@@ -17,6 +17,10 @@ Every write is conditional: Twilio and our own queues deliver at least once, so 
 no-op, and a different record at a key that is already taken is refused (`ConflictingRecord`) rather
 than overwritten. Status callbacks arrive late and twice; the call item only moves forward in
 SequenceNumber, so the final record does not depend on the order they came in.
+
+Turns and tool invocations are written without checking that their call is recorded: that would take a
+read on every write and double its cost. An orphan item (no `CALL` item in its partition) is stored but
+not read back: `timeline` returns None for as long as the call has no call item.
 """
 
 import base64
@@ -35,7 +39,7 @@ from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 from pydantic import BaseModel, ConfigDict, TypeAdapter
 
-from switchboard.call import AgentId, Call, CallSid, CallStatus, StatusEvent
+from switchboard.call import AgentId, Call, CallParties, CallStatus, StatusEvent, valid_call_sid
 from switchboard.phone import E164
 from switchboard.tool import ToolInvocation
 from switchboard.turn import Turn
@@ -85,7 +89,10 @@ _MAX_CURSOR_LENGTH = 2048
 _CURSOR_SHAPE = re.compile(r"[A-Za-z0-9_-]+")
 _CALL_PK_SHAPE = re.compile(r"CALL#CA[0-9a-f]{32}")
 
-_CALL_SID: TypeAdapter[str] = TypeAdapter(CallSid)
+# What create_call itself settles about a call, and so what tells its replay from a different call.
+# Status, answered_at, ended_at and the rest are left out: apply_status moves them on afterwards.
+_CALL_IDENTITY = (*CallParties.model_fields, "created_at")
+
 _AGENT_ID: TypeAdapter[str] = TypeAdapter(AgentId)
 _PHONE: TypeAdapter[str] = TypeAdapter(E164)
 _SERIALIZER = TypeSerializer()
@@ -114,14 +121,16 @@ class ConflictingRecord(RecordsError):
 
 
 class CallTimeline(BaseModel):
-    """Everything recorded about one call, each list in its natural order."""
+    """Everything recorded about one call, each list in its natural order.
+
+    The status events are `call.status_history`, by sequence number.
+    """
 
     model_config = ConfigDict(frozen=True)
 
     call: Call
     turns: list[Turn]
     tools: list[ToolInvocation]
-    status_events: list[StatusEvent]
 
 
 class CallPage(BaseModel):
@@ -242,6 +251,10 @@ def _call_from(attrs: dict[str, Any], history: list[StatusEvent]) -> Call:
     return Call.model_validate(fields)
 
 
+def _call_identity(call: Call) -> dict[str, Any]:
+    return {name: getattr(call, name) for name in _CALL_IDENTITY}
+
+
 def _status_from(attrs: dict[str, Any]) -> StatusEvent:
     return StatusEvent.model_validate(_model_fields(StatusEvent, attrs))
 
@@ -307,32 +320,35 @@ class CallRecords:
     # -- writes --------------------------------------------------------------------------------------
 
     def create_call(self, call: Call) -> bool:
-        """Record a new call. False when it is already recorded, which then stays as it was.
+        """Record a new call. False for a replay, which leaves the record as it was; `ConflictingRecord`
+        for a different call at its CallSid.
 
-        Status events are recorded through `apply_status` only, so there is one path that orders them.
+        A replay is told by the call's parties and `created_at` only, since `apply_status` moves the
+        rest on: a create replayed after status updates is still a replay. Status events are recorded
+        through `apply_status` only, so there is one path that orders them.
         """
         if call.status_history:
             raise ValueError("a new call is recorded without status events: apply them with apply_status")
-        try:
-            self.client.put_item(
-                TableName=self.table_name,
-                Item=_serialize(self._call_item(call)),
-                ConditionExpression="attribute_not_exists(#pk)",
-                ExpressionAttributeNames={"#pk": TABLE_PK},
-            )
-        except ClientError as exc:
-            if _error_code(exc) == "ConditionalCheckFailedException":
-                return False
-            raise
-        return True
+        identity = _call_identity(call)
+        return self._put_new(
+            self._call_item(call), lambda existing: _call_identity(_call_from(existing, [])) == identity
+        )
 
     def put_turn(self, turn: Turn) -> bool:
-        """Record a turn. False for a replay of the same turn; `ConflictingRecord` for a different one."""
+        """Record a turn. False for a replay of the same turn; `ConflictingRecord` for a different one.
+
+        The call is not checked for (a read would double the write's cost): a turn of an unrecorded call
+        is stored, but `timeline` returns None until the call itself is recorded.
+        """
         item = self._item(turn.call_sid, _turn_sk(turn.index), _ITEM_TURN, turn.started_at, turn)
         return self._put_new(item, lambda existing: _turn_from(existing) == turn)
 
     def put_tool_invocation(self, invocation: ToolInvocation) -> bool:
-        """Record a tool invocation. False for a replay; `ConflictingRecord` for a different one at its id."""
+        """Record a tool invocation. False for a replay; `ConflictingRecord` for a different one at its id.
+
+        As with `put_turn`, the call is not checked for: an invocation of an unrecorded call is stored, but
+        `timeline` returns None until the call itself is recorded.
+        """
         item = self._item(
             invocation.call_sid,
             TOOL_SK_PREFIX + invocation.invocation_id,
@@ -348,7 +364,7 @@ class CallRecords:
         The call's status only moves to an event with a higher sequence number than any applied so far,
         so late and repeated callbacks cannot move it back. True if anything new was recorded.
         """
-        sid = _CALL_SID.validate_python(call_sid)
+        sid = valid_call_sid(call_sid)
         if not self._call_exists(sid):
             raise CallNotFound(sid)
         recorded = self._put_new(self._status_item(sid, event), lambda existing: _status_from(existing) == event)
@@ -365,7 +381,7 @@ class CallRecords:
 
     def get_call(self, call_sid: str) -> Call | None:
         """The call with its status history, or None when there is no record of it."""
-        sid = _CALL_SID.validate_python(call_sid)
+        sid = valid_call_sid(call_sid)
         # `CALL` < `STATUS#…` < `STATUS#~` < `TOOL#…`: this range is the call item and its status events.
         items = self._query(
             {
@@ -386,7 +402,7 @@ class CallRecords:
 
         `page_size` caps the items per DynamoDB request; left None, pages are DynamoDB's 1 MB.
         """
-        sid = _CALL_SID.validate_python(call_sid)
+        sid = valid_call_sid(call_sid)
         params: QueryInputTypeDef = {
             "TableName": self.table_name,
             "ConsistentRead": True,
@@ -579,7 +595,7 @@ class CallRecords:
         turns.sort(key=lambda turn: turn.index)
         tools.sort(key=lambda tool: (tool.requested_at, tool.invocation_id))
         statuses.sort(key=lambda event: event.sequence_number)
-        return CallTimeline(call=_call_from(call_attrs, statuses), turns=turns, tools=tools, status_events=statuses)
+        return CallTimeline(call=_call_from(call_attrs, statuses), turns=turns, tools=tools)
 
     def _list_calls(
         self, index: _Index, index_pk: str, start: datetime, end: datetime, limit: int, cursor: str | None

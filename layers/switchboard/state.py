@@ -23,10 +23,10 @@ from types import TracebackType
 from typing import Any, Literal, Self
 
 import redis.asyncio as aioredis
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field
 from redis.exceptions import RedisError
 
-from switchboard.call import CallParties, CallSid
+from switchboard.call import CallParties, valid_call_sid
 from switchboard.observability import logger
 
 # After the agent's hard limit, the state stays this long: a stream that drops near the end can still
@@ -90,12 +90,9 @@ class Lease:
     ttl_ms: int
 
 
-_call_sid = TypeAdapter(CallSid)
-
-
 def _key(call_sid: str, part: str) -> str:
     # Validated because the sid goes inside the hash tag: a stray "}" would move the key to another slot.
-    return f"call:{{{_call_sid.validate_python(call_sid)}}}:{part}"
+    return f"call:{{{valid_call_sid(call_sid)}}}:{part}"
 
 
 def context_key(call_sid: str) -> str:
@@ -133,11 +130,8 @@ return 0
 
 
 class CallStateStore:
-    def __init__(self, redis: aioredis.Redis, ttl_seconds: int) -> None:
-        if ttl_seconds <= 0:
-            raise ValueError(f"ttl_seconds must be positive, got {ttl_seconds}")
+    def __init__(self, redis: aioredis.Redis) -> None:
         self._redis = redis
-        self._ttl_s = ttl_seconds
         self._save = redis.register_script(_SAVE)
         self._renew = redis.register_script(_RENEW)
         self._release = redis.register_script(_RELEASE)
@@ -151,9 +145,13 @@ class CallStateStore:
         """
         return max_call_s + RESUME_MARGIN_S
 
-    async def create(self, ctx: CallContext) -> CallContext:
+    async def create(self, ctx: CallContext, max_call_s: int) -> CallContext:
+        """Store a new call's state, kept for ttl_for(max_call_s): the TTL is per call, as agents' limits differ."""
+        if max_call_s <= 0:
+            raise ValueError(f"max_call_s must be positive, got {max_call_s}")
         created = ctx.model_copy(update={"version": 1})
-        if not await self._redis.set(context_key(ctx.call_sid), created.model_dump_json(), nx=True, ex=self._ttl_s):
+        ttl_s = self.ttl_for(max_call_s)
+        if not await self._redis.set(context_key(ctx.call_sid), created.model_dump_json(), nx=True, ex=ttl_s):
             raise CallAlreadyExists(f"call {ctx.call_sid} already has state")
         return created
 
@@ -176,7 +174,10 @@ class CallStateStore:
             raise LeaseLost(f"{lease.owner} no longer holds the lease of call {ctx.call_sid}")
         if outcome == _STALE:
             raise VersionConflict(f"call {ctx.call_sid}: saving over version {ctx.version}, stored is {number}")
-        assert (outcome, number) == (_SAVED, saved.version)
+        # Checked explicitly, not asserted: an assert vanishes under `python -O`, and a reply we do not
+        # understand must not pass for a save at the version we return.
+        if (outcome, number) != (_SAVED, saved.version):
+            raise CallStateError(f"call {ctx.call_sid}: unexpected reply {[outcome, number]} from the save script")
         return saved
 
     async def update(
@@ -225,11 +226,11 @@ class CallStateStore:
 
 
 class LeaseKeeper:
-    """Holds a call's lease for the body of an `async with`, renewing it every ttl/3.
+    """Holds a call's lease for the body of an `async with`, renewing it every ttl/4.
 
-    `lost` is set when the lease can no longer be counted on: a renewal was refused, or Redis stayed
-    unreachable long enough that the lease may expire before the next attempt. The driving task should
-    stop at once then, since another task may take the call over.
+    `lost` is set when the lease can no longer be counted on: a renewal was refused, Redis stayed
+    unreachable long enough that the lease may expire before the next attempt, or renewal failed in any
+    other way. The driving task should stop at once then, since another task may take the call over.
     """
 
     def __init__(self, store: CallStateStore, call_sid: str, owner: str, ttl_ms: int) -> None:
@@ -239,6 +240,7 @@ class LeaseKeeper:
         self._ttl_ms = ttl_ms
         self._lease: Lease | None = None
         self._renewal: asyncio.Task[None] | None = None
+        self._leaving = False
         self.lost = asyncio.Event()
 
     @property
@@ -260,6 +262,7 @@ class LeaseKeeper:
     ) -> None:
         assert self._lease is not None
         assert self._renewal is not None
+        self._leaving = True
         self._renewal.cancel()
         try:
             # wait() rather than awaiting the task: its CancelledError must not pass for our caller's.
@@ -273,8 +276,24 @@ class LeaseKeeper:
             self._lease = None
 
     async def _keep_renewing(self, lease: Lease) -> None:
+        try:
+            await self._renew_while_held(lease)
+        except Exception:
+            # A bug rather than an unreachable Redis. Caught here since nobody awaits this task's result:
+            # __aexit__'s wait() would swallow it, and the driving task would never hear of it.
+            logger.exception("the call lease renewal failed", extra={"owner": lease.owner})
+        finally:
+            # However renewal stopped, nothing keeps the lease alive now, so the driving task must stop;
+            # only our own cancellation on leaving `async with` is not a loss.
+            if not self._leaving:
+                self.lost.set()
+
+    async def _renew_while_held(self, lease: Lease) -> None:
+        """Renew every ttl/4; return once the lease was refused or may expire before the next attempt ends."""
         ttl_s = lease.ttl_ms / 1000
-        interval = ttl_s / 3
+        # A quarter leaves room for one failed renewal (fast or timed out) and one more try, all before
+        # the lease expires.
+        interval = ttl_s / 4
         held_until = time.monotonic() + ttl_s
         while True:
             await asyncio.sleep(interval)
@@ -282,12 +301,12 @@ class LeaseKeeper:
             try:
                 async with asyncio.timeout(interval):
                     if not await self._store.renew(lease):
-                        break
+                        return
             except (RedisError, TimeoutError):
                 logger.warning("could not renew the call lease", extra={"owner": lease.owner}, exc_info=True)
-                # Give up while the lease is still ours, rather than after someone else may have it.
-                if time.monotonic() + interval >= held_until:
-                    break
+                # Give up while the lease is still ours, rather than after someone else may have it: the
+                # next attempt starts within one interval and ends within another.
+                if time.monotonic() + 2 * interval >= held_until:
+                    return
                 continue
             held_until = sent + ttl_s
-        self.lost.set()

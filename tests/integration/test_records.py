@@ -198,16 +198,45 @@ def test_malformed_call_sid_is_refused(records: CallRecords) -> None:
         records.get_call("CA#nope")
 
 
-def test_create_replay_changes_nothing(records: CallRecords) -> None:
+def test_create_replay_changes_nothing(records: CallRecords, dynamodb: "DynamoDBClient") -> None:
     call = make_call()
     assert records.create_call(call) is True
+    before = raw_items(dynamodb, call.call_sid)
+    assert records.create_call(call) is False
+    assert records.create_call(Call.model_validate(call.model_dump(mode="json"))) is False
+    assert raw_items(dynamodb, call.call_sid) == before
+
+    # The replay still says `queued`; the status apply_status has moved on since does not make it a conflict.
     records.apply_status(call.call_sid, RINGING)
-    replay = call.model_copy(update={"status": CallStatus.QUEUED, "agent_id": "someone-else"})
-    assert records.create_call(replay) is False
+    advanced = raw_items(dynamodb, call.call_sid)
+    assert records.create_call(call) is False
+    assert raw_items(dynamodb, call.call_sid) == advanced
     stored = records.get_call(call.call_sid)
     assert stored is not None
     assert stored.status is CallStatus.RINGING
-    assert stored.agent_id == "front-desk"
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"agent_id": "someone-else"},
+        {"direction": CallDirection.OUTBOUND},
+        {"from_number": "+15550100002"},
+        {"to_number": "+15550100002"},
+        {"created_at": T0 + timedelta(seconds=1)},
+    ],
+    ids=lambda change: next(iter(change)),
+)
+def test_a_different_call_at_the_same_sid_is_refused(
+    records: CallRecords, dynamodb: "DynamoDBClient", change: dict[str, Any]
+) -> None:
+    call = make_call()
+    records.create_call(call)
+    records.apply_status(call.call_sid, RINGING)
+    before = raw_items(dynamodb, call.call_sid)
+    with pytest.raises(ConflictingRecord, match=f"CALL#{call.call_sid} / CALL"):
+        records.create_call(call.model_copy(update=change))
+    assert raw_items(dynamodb, call.call_sid) == before
 
 
 def test_create_with_status_history_is_refused(records: CallRecords) -> None:
@@ -256,8 +285,7 @@ def test_timeline_reads_everything_back_in_order(records: CallRecords) -> None:
     assert queries() >= 7
     assert timeline.turns == turns
     assert timeline.tools == tools
-    assert timeline.status_events == [INITIATED, RINGING, IN_PROGRESS, COMPLETED]
-    assert timeline.call.status_history == timeline.status_events
+    assert timeline.call.status_history == [INITIATED, RINGING, IN_PROGRESS, COMPLETED]
     assert timeline.call.status is CallStatus.COMPLETED
     assert records.timeline(call.call_sid) == timeline
 
@@ -342,6 +370,14 @@ def test_replayed_and_conflicting_tool_invocation(records: CallRecords) -> None:
     timeline = records.timeline(call.call_sid)
     assert timeline is not None
     assert timeline.tools == [tool]
+
+
+def test_turns_and_tools_of_an_unrecorded_call_are_not_read_back(records: CallRecords) -> None:
+    # By design the writes do not check for the call (a read would double their cost).
+    sid = new_sid()
+    assert records.put_turn(make_turn(sid, 0)) is True
+    assert records.put_tool_invocation(make_tool(sid, "t1", T0)) is True
+    assert records.timeline(sid) is None
 
 
 def test_turn_index_beyond_the_key_width_is_refused(records: CallRecords) -> None:
@@ -614,6 +650,8 @@ def test_ttl_on_every_item_when_retention_is_set(dynamodb: "DynamoDBClient") -> 
     store = CallRecords(TABLE, dynamodb, retention_days=30)
     call = make_call()
     store.create_call(call)
+    call_key = {TABLE_PK: {"S": f"CALL#{call.call_sid}"}, TABLE_SK: {"S": "CALL"}}
+    expiry_at_create = dynamodb.get_item(TableName=TABLE, Key=call_key)["Item"][TTL_ATTRIBUTE]
     turn = make_turn(call.call_sid, 0)
     store.put_turn(turn)
     store.put_tool_invocation(make_tool(call.call_sid, "t1", T0 + timedelta(seconds=3)))
@@ -632,7 +670,7 @@ def test_ttl_on_every_item_when_retention_is_set(dynamodb: "DynamoDBClient") -> 
     for sk, at in expected.items():
         assert items[sk][TTL_ATTRIBUTE] == {"N": str(int((at + timedelta(days=30)).timestamp()))}
     # The status updates leave the call item's expiry alone.
-    assert store.get_call(call.call_sid) is not None
+    assert dynamodb.get_item(TableName=TABLE, Key=call_key)["Item"][TTL_ATTRIBUTE] == expiry_at_create
 
 
 def test_no_ttl_without_retention(records: CallRecords, dynamodb: "DynamoDBClient") -> None:

@@ -7,13 +7,13 @@ from typing import Literal
 
 import pytest
 import redis.asyncio as aioredis
+from redis.crc import key_slot
 
 from switchboard.call import CallDirection
 from switchboard.state import (
     RESUME_MARGIN_S,
     CallAlreadyExists,
     CallContext,
-    CallStateError,
     CallStateStore,
     ChatMessage,
     ContextNotFound,
@@ -28,17 +28,17 @@ from switchboard.state import (
 
 SID = "CA" + "0123456789abcdef" * 2
 T0 = datetime(2026, 11, 24, 9, 0, tzinfo=UTC)
-TTL_S = CallStateStore.ttl_for(900)
+MAX_CALL_S = 900
 
 
 @pytest.fixture
 def store(redis_client: aioredis.Redis) -> CallStateStore:
-    return CallStateStore(redis_client, TTL_S)
+    return CallStateStore(redis_client)
 
 
-def _context() -> CallContext:
+def _context(call_sid: str = SID) -> CallContext:
     return CallContext(
-        call_sid=SID,
+        call_sid=call_sid,
         agent_id="clinic-receptionist",
         direction=CallDirection.INBOUND,
         from_number="+14155550123",
@@ -69,6 +69,7 @@ def test_ttl_covers_the_longest_call_plus_the_resume_margin() -> None:
 def test_keys_share_a_cluster_slot() -> None:
     assert context_key(SID) == f"call:{{{SID}}}:context"
     assert lease_key(SID) == f"call:{{{SID}}}:lease"
+    assert key_slot(context_key(SID).encode()) == key_slot(lease_key(SID).encode())
     with pytest.raises(ValueError, match="should match pattern"):
         context_key("CA}{x")
 
@@ -85,7 +86,7 @@ async def test_create_then_load_round_trips(store: CallStateStore) -> None:
         }
     )
 
-    created = await store.create(ctx)
+    created = await store.create(ctx, MAX_CALL_S)
 
     assert created.version == 1
     assert await store.load(SID) == created
@@ -93,15 +94,26 @@ async def test_create_then_load_round_trips(store: CallStateStore) -> None:
 
 
 async def test_create_twice_fails(store: CallStateStore) -> None:
-    await store.create(_context())
+    await store.create(_context(), MAX_CALL_S)
 
     with pytest.raises(CallAlreadyExists):
-        await store.create(_context())
+        await store.create(_context(), MAX_CALL_S)
 
 
-async def test_ttl_is_set_on_create_and_kept_by_save(store: CallStateStore, redis_client: aioredis.Redis) -> None:
-    ctx = await store.create(_context())
-    assert TTL_S - 5 < await redis_client.ttl(context_key(SID)) <= TTL_S
+async def test_create_refuses_a_non_positive_max_call(store: CallStateStore) -> None:
+    with pytest.raises(ValueError, match="max_call_s"):
+        await store.create(_context(), 0)
+
+
+async def test_ttl_is_set_per_call_on_create_and_kept_by_save(
+    store: CallStateStore, redis_client: aioredis.Redis
+) -> None:
+    ctx = await store.create(_context(), MAX_CALL_S)
+    short_sid = "CA" + "f" * 32
+    await store.create(_context(short_sid), 60)
+    for sid, max_call_s in ((SID, MAX_CALL_S), (short_sid, 60)):
+        ttl_s = CallStateStore.ttl_for(max_call_s)
+        assert ttl_s - 5 < await redis_client.ttl(context_key(sid)) <= ttl_s
 
     await redis_client.pexpire(context_key(SID), 60_000)
     await store.save(ctx, await _lease(store))
@@ -111,7 +123,7 @@ async def test_ttl_is_set_on_create_and_kept_by_save(store: CallStateStore, redi
 
 async def test_save_bumps_the_version(store: CallStateStore) -> None:
     lease = await _lease(store)
-    ctx = await store.create(_context())
+    ctx = await store.create(_context(), MAX_CALL_S)
 
     saved = await store.save(ctx.model_copy(update={"greeted": True}), lease)
 
@@ -136,7 +148,7 @@ async def test_renewal_extends_the_lease(store: CallStateStore, redis_client: ai
 async def test_an_expired_lease_passes_to_the_next_contender(
     store: CallStateStore, redis_client: aioredis.Redis
 ) -> None:
-    ctx = await store.create(_context())
+    ctx = await store.create(_context(), MAX_CALL_S)
     first = await _lease(store, "task-a", ttl_ms=150)
     assert await store.acquire_lease(SID, "task-b", 150) is None
 
@@ -164,7 +176,7 @@ async def test_release_by_a_non_holder_does_nothing(store: CallStateStore, redis
 
 async def test_save_without_the_lease_fails(store: CallStateStore) -> None:
     lease = await _lease(store)
-    ctx = await store.create(_context())
+    ctx = await store.create(_context(), MAX_CALL_S)
     await store.release(lease)
 
     with pytest.raises(LeaseLost):
@@ -174,7 +186,7 @@ async def test_save_without_the_lease_fails(store: CallStateStore) -> None:
 
 async def test_save_of_an_expired_call_fails(store: CallStateStore) -> None:
     lease = await _lease(store)
-    ctx = await store.create(_context())
+    ctx = await store.create(_context(), MAX_CALL_S)
     await store.delete(SID)
 
     with pytest.raises(ContextNotFound):
@@ -185,7 +197,7 @@ async def test_save_of_an_expired_call_fails(store: CallStateStore) -> None:
 
 async def test_of_two_writers_on_one_version_exactly_one_wins(store: CallStateStore) -> None:
     lease = await _lease(store)
-    await store.create(_context())
+    await store.create(_context(), MAX_CALL_S)
     first, second = await store.load(SID), await store.load(SID)
     assert first is not None
     assert second is not None
@@ -207,7 +219,7 @@ async def test_of_two_writers_on_one_version_exactly_one_wins(store: CallStateSt
 
 async def test_concurrent_updates_all_land(store: CallStateStore) -> None:
     lease = await _lease(store)
-    await store.create(_context())
+    await store.create(_context(), MAX_CALL_S)
 
     def remember(n: int) -> Callable[[CallContext], CallContext]:
         say = _say("user", f"message {n}")
@@ -226,7 +238,7 @@ async def test_concurrent_updates_all_land(store: CallStateStore) -> None:
 
 async def test_a_new_task_resumes_where_the_last_one_stopped(store: CallStateStore) -> None:
     first = await _lease(store, "task-a")
-    await store.create(_context())
+    await store.create(_context(), MAX_CALL_S)
     await store.update(SID, first, _say("user", "I'd like an appointment."))
     await store.update(SID, first, _say("assistant", "Which day suits you?"))
     await store.release(first)
@@ -248,6 +260,8 @@ async def test_keeper_renews_across_several_periods(store: CallStateStore, redis
         assert await redis_client.get(lease_key(SID)) == keeper.lease.token.encode()
 
     assert await redis_client.get(lease_key(SID)) is None
+    # Stopping the renewal on the way out is not losing the lease.
+    assert not keeper.lost.is_set()
 
 
 async def test_keeper_flags_a_lease_taken_from_under_it(store: CallStateStore, redis_client: aioredis.Redis) -> None:
@@ -258,6 +272,30 @@ async def test_keeper_flags_a_lease_taken_from_under_it(store: CallStateStore, r
 
     # Leaving must not free the newcomer's lease.
     assert await redis_client.get(lease_key(SID)) == newcomer.token.encode()
+
+
+async def test_keeper_gives_up_while_redis_is_unreachable(store: CallStateStore, redis_client: aioredis.Redis) -> None:
+    # A write pause (`all=False`) holds back the keeper's renewal script, so its renewals time out, while this test's
+    # reads still go through: the lease key is seen to still be ours when `lost` fires.
+    async with LeaseKeeper(store, SID, "task-a", ttl_ms=300) as keeper:
+        await redis_client.client_pause(2_000, all=False)
+        try:
+            await asyncio.wait_for(keeper.lost.wait(), timeout=1)
+            assert await redis_client.pttl(lease_key(SID)) > 0
+            assert await redis_client.get(lease_key(SID)) == keeper.lease.token.encode()
+        finally:
+            await redis_client.client_unpause()
+
+
+async def test_keeper_flags_a_renewal_that_fails_unexpectedly(redis_client: aioredis.Redis) -> None:
+    class BrokenRenewal(CallStateStore):
+        async def renew(self, lease: Lease) -> bool:
+            raise RuntimeError("a bug, not Redis")
+
+    async with LeaseKeeper(BrokenRenewal(redis_client), SID, "task-a", ttl_ms=150) as keeper:
+        await asyncio.wait_for(keeper.lost.wait(), timeout=1)
+
+    assert await redis_client.get(lease_key(SID)) is None
 
 
 async def test_keeper_refuses_a_held_lease(store: CallStateStore) -> None:
@@ -274,8 +312,3 @@ async def test_keeper_releases_when_the_body_fails(store: CallStateStore, redis_
             raise RuntimeError("boom")
 
     assert await redis_client.get(lease_key(SID)) is None
-
-
-def test_errors_share_one_base() -> None:
-    for error in (CallAlreadyExists, ContextNotFound, VersionConflict, LeaseLost, LeaseUnavailable):
-        assert issubclass(error, CallStateError)

@@ -1,6 +1,7 @@
 import asyncio
 import io
 import json
+import logging
 from collections.abc import Iterator
 
 import pytest
@@ -17,6 +18,7 @@ CALL_B = "CA" + "b" * 32
 def log_lines() -> Iterator[io.StringIO]:
     """The project's own logger, its output redirected to a buffer we can read back."""
     handler = logger.registered_handler
+    assert isinstance(handler, logging.StreamHandler)
     stream = io.StringIO()
     previous = handler.setStream(stream)
     level = logger.log_level
