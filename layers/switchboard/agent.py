@@ -122,7 +122,7 @@ class TransferPolicy(_Strict):
 
 
 class EndCallPolicy(_Strict):
-    pass
+    """end_call has no settings: listing it is what lets the agent hang up."""
 
 
 class Tools(_Strict):

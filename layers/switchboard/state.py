@@ -40,7 +40,7 @@ class CallStateError(Exception):
 
 
 class CallAlreadyExists(CallStateError):
-    pass
+    """The call already has state: a second stream resumes it with load(), it does not create it again."""
 
 
 class ContextNotFound(CallStateError):
