@@ -103,18 +103,31 @@ def lease_key(call_sid: str) -> str:
     return _key(call_sid, "lease")
 
 
+# The context key is a hash: `ctx` holds the JSON, `version` the number the save script compares, so
+# a save costs the same however long the conversation has grown (no JSON decoding inside Redis).
+_CTX = "ctx"
+
+# KEYS: context. ARGV: JSON at version 1, TTL in seconds. 1 if created, 0 if the call already had state.
+_CREATE = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'ctx', ARGV[1], 'version', 1)
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+return 1
+"""
+
 # Replies of the save script: {outcome, number}. Integers, so they read the same whether or not the
 # client decodes responses.
 _SAVED, _MISSING, _NOT_HELD, _STALE = 0, 1, 2, 3
 
-# KEYS: context, lease. ARGV: lease token, expected version, new value (carrying expected + 1).
+# KEYS: context, lease. ARGV: lease token, expected version, new JSON (carrying expected + 1).
+# HSET keeps the key's TTL, so state never outlives the limit set at create.
 _SAVE = """
-local current = redis.call('GET', KEYS[1])
-if not current then return {1, 0} end
+local stored = redis.call('HGET', KEYS[1], 'version')
+if not stored then return {1, 0} end
 if redis.call('GET', KEYS[2]) ~= ARGV[1] then return {2, 0} end
-local stored = cjson.decode(current)['version']
+stored = tonumber(stored)
 if stored ~= tonumber(ARGV[2]) then return {3, stored} end
-redis.call('SET', KEYS[1], ARGV[3], 'KEEPTTL')
+redis.call('HSET', KEYS[1], 'ctx', ARGV[3], 'version', stored + 1)
 return {0, stored + 1}
 """
 
@@ -132,6 +145,7 @@ return 0
 class CallStateStore:
     def __init__(self, redis: aioredis.Redis) -> None:
         self._redis = redis
+        self._create = redis.register_script(_CREATE)
         self._save = redis.register_script(_SAVE)
         self._renew = redis.register_script(_RENEW)
         self._release = redis.register_script(_RELEASE)
@@ -151,12 +165,12 @@ class CallStateStore:
             raise ValueError(f"max_call_s must be positive, got {max_call_s}")
         created = ctx.model_copy(update={"version": 1})
         ttl_s = self.ttl_for(max_call_s)
-        if not await self._redis.set(context_key(ctx.call_sid), created.model_dump_json(), nx=True, ex=ttl_s):
+        if not await self._create(keys=[context_key(ctx.call_sid)], args=[created.model_dump_json(), ttl_s]):
             raise CallAlreadyExists(f"call {ctx.call_sid} already has state")
         return created
 
     async def load(self, call_sid: str) -> CallContext | None:
-        raw = await self._redis.get(context_key(call_sid))
+        raw = await self._redis.hget(context_key(call_sid), _CTX)
         return None if raw is None else CallContext.model_validate_json(raw)
 
     async def save(self, ctx: CallContext, lease: Lease) -> CallContext:
