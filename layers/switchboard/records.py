@@ -454,23 +454,18 @@ class CallRecords:
         return attrs
 
     def _call_item(self, call: Call) -> dict[str, Any]:
-        created = _utc_iso(call.created_at)
-        attrs = call.model_dump(mode="json", exclude={"status_history"}, exclude_none=True)
+        attrs = self._item(call.call_sid, CALL_SK, _ITEM_CALL, call.created_at, call)
+        # The history lives in the STATUS# items; create_call only takes a call without one.
+        del attrs["status_history"]
+        created = attrs[AT_ATTRIBUTE]
         attrs.update(
             {
-                TABLE_PK: _call_pk(call.call_sid),
-                TABLE_SK: CALL_SK,
-                ITEM_TYPE_ATTRIBUTE: _ITEM_CALL,
-                AT_ATTRIBUTE: created,
                 BY_AGENT_PK: f"AGENT#{call.agent_id}",
                 BY_AGENT_SK: f"{created}#{call.call_sid}",
                 BY_PHONE_PK: f"PHONE#{call.customer_number}",
                 BY_PHONE_SK: f"{created}#{call.call_sid}",
             }
         )
-        expires_at = self._expires_at(call.created_at)
-        if expires_at is not None:
-            attrs[TTL_ATTRIBUTE] = expires_at
         return attrs
 
     def _status_item(self, call_sid: str, event: StatusEvent) -> dict[str, Any]:
