@@ -254,7 +254,6 @@ class LeaseKeeper:
         self._ttl_ms = ttl_ms
         self._lease: Lease | None = None
         self._renewal: asyncio.Task[None] | None = None
-        self._leaving = False
         self.lost = asyncio.Event()
 
     @property
@@ -276,7 +275,6 @@ class LeaseKeeper:
     ) -> None:
         assert self._lease is not None
         assert self._renewal is not None
-        self._leaving = True
         self._renewal.cancel()
         try:
             # wait() rather than awaiting the task: its CancelledError must not pass for our caller's.
@@ -292,15 +290,15 @@ class LeaseKeeper:
     async def _keep_renewing(self, lease: Lease) -> None:
         try:
             await self._renew_while_held(lease)
+        except asyncio.CancelledError:
+            # Only __aexit__ cancels this task: leaving `async with` is not a loss.
+            raise
         except Exception:
             # A bug rather than an unreachable Redis. Caught here since nobody awaits this task's result:
             # __aexit__'s wait() would swallow it, and the driving task would never hear of it.
             logger.exception("the call lease renewal failed", extra={"owner": lease.owner})
-        finally:
-            # However renewal stopped, nothing keeps the lease alive now, so the driving task must stop;
-            # only our own cancellation on leaving `async with` is not a loss.
-            if not self._leaving:
-                self.lost.set()
+        # However renewal stopped, nothing keeps the lease alive now: the driving task must stop.
+        self.lost.set()
 
     async def _renew_while_held(self, lease: Lease) -> None:
         """Renew every ttl/4; return once the lease was refused or may expire before the next attempt ends."""
