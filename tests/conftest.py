@@ -13,6 +13,8 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
+from tests.support.twilio_stub import TwilioStub, running_twilio_stub
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -77,3 +79,10 @@ def aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
         "AWS_REGION": "us-east-1",
     }.items():
         monkeypatch.setenv(name, value)
+
+
+@pytest.fixture
+def twilio_stub() -> Iterator[TwilioStub]:
+    """A local Twilio REST API for the real twilio client (point TWILIO_API_BASE_URL at twilio_stub.url)."""
+    with running_twilio_stub() as stub:
+        yield stub

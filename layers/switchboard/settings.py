@@ -8,7 +8,7 @@ Manager secrets that hold them (read through Powertools Parameters).
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import AnyUrl, Field, UrlConstraints, ValidationError
+from pydantic import AnyHttpUrl, AnyUrl, Field, UrlConstraints, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 HttpsUrl = Annotated[AnyUrl, UrlConstraints(allowed_schemes=["https"])]
@@ -31,51 +31,52 @@ class _Settings(BaseSettings):
     agents_dir: Path = Path("agents")
 
 
-class VoiceWebhookSettings(_Settings):
+class _TwilioSettings(_Settings):
+    twilio_secret_arn: SecretArn
+    # Unset in production. Points the Twilio client at a Twilio-compatible server (a local test double).
+    twilio_api_base_url: AnyHttpUrl | None = None
+
+
+class VoiceWebhookSettings(_TwilioSettings):
     """POST /twilio/voice and /twilio/stream-ended: answer a call and point it at the media stream."""
 
     public_api_url: HttpsUrl = Field(description="The https base URL Twilio was given, stage path included.")
     public_stream_url: WssUrl = Field(description="The wss:// URL of the media stream, e.g. wss://media.x.com/media")
-    twilio_secret_arn: SecretArn
     stream_token_secret_arn: SecretArn
     max_stream_resumes: int = Field(default=3, ge=0, le=20)
 
 
-class StatusCallbackSettings(_Settings):
+class StatusCallbackSettings(_TwilioSettings):
     """POST /twilio/status: call status callbacks into the call record."""
 
     public_api_url: HttpsUrl
-    twilio_secret_arn: SecretArn
     event_bus_name: str = Field(min_length=1)
 
 
-class ToolActionsSettings(_Settings):
+class ToolActionsSettings(_TwilioSettings):
     """POST /tools/{name}: the side effects the agents may cause, policy-checked."""
 
     appointments_table: TableName
     idempotency_table: TableName
-    twilio_secret_arn: SecretArn
     event_bus_name: str = Field(min_length=1)
 
 
-class DialerSettings(_Settings):
+class DialerSettings(_TwilioSettings):
     """POST /calls and /schedules: outbound calls now or on a schedule."""
 
     public_api_url: HttpsUrl
-    twilio_secret_arn: SecretArn
     schedule_group: str = Field(min_length=1)
     scheduler_role_arn: str = Field(pattern=r"^arn:aws[a-z-]*:iam::\d{12}:role/.+$")
     dialer_function_arn: str = Field(pattern=r"^arn:aws[a-z-]*:lambda:[a-z0-9-]+:\d{12}:function:.+$")
     do_not_call_table: TableName | None = None
 
 
-class StreamingSettings(_Settings):
+class StreamingSettings(_TwilioSettings):
     """The Fargate media service: one WebSocket per live call."""
 
     redis_url: RedisUrl
     public_stream_url: WssUrl
     tools_api_url: HttpsUrl
-    twilio_secret_arn: SecretArn
     stream_token_secret_arn: SecretArn
     openai_secret_arn: SecretArn | None = None
     port: int = Field(default=8080, ge=1, le=65535)

@@ -34,3 +34,28 @@ class ToolInvocation(BaseModel):
     error: str | None = None
     requested_at: datetime
     completed_at: datetime
+
+
+class ToolRequest(BaseModel):
+    """The body of POST /tools/{name}, sent by the streaming service (SigV4-signed).
+
+    Only the call and the LLM's arguments: who the caller is and which agent's policy applies are read
+    from the call record by the tool Lambda, never taken from the request.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    call_sid: CallSid
+    arguments: dict[str, Any] = Field(default_factory=dict)
+
+
+class ToolResult(BaseModel):
+    """What the tool Lambda answers; `message` is what the agent is told (and may say) about the outcome."""
+
+    model_config = ConfigDict(frozen=True)
+
+    tool: ToolName
+    outcome: ToolOutcome
+    message: str = Field(max_length=1000)
+    data: dict[str, Any] | None = None
+    invocation_id: str | None = None
