@@ -86,3 +86,8 @@ class Call(CallParties):
     ended_at: datetime | None = None
     duration_s: int | None = Field(default=None, ge=0)
     answered_by: str | None = None
+    # Set once when the conversation is over on our side (the agent ended it, a transfer, idle, max
+    # duration), so that /twilio/stream-ended hangs up instead of resuming the stream.
+    conversation_ended: str | None = None
+    # Streams connected after a drop; /twilio/stream-ended stops resuming at the configured cap.
+    stream_resumes: int = Field(default=0, ge=0)

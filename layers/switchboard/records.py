@@ -379,6 +379,42 @@ class CallRecords:
 
     # -- reads ---------------------------------------------------------------------------------------
 
+    def end_conversation(self, call_sid: str, reason: str) -> bool:
+        """Mark the conversation over (first reason wins); False when it already was. CallNotFound if no call."""
+        ended = self._conditional_update(
+            call_sid,
+            "SET #ended = :reason",
+            "attribute_exists(#pk) AND attribute_not_exists(#ended)",
+            {"#pk": TABLE_PK, "#ended": "conversation_ended"},
+            {":reason": reason},
+        )
+        if not ended and not self._call_exists(call_sid):
+            raise CallNotFound(call_sid)
+        return ended
+
+    def take_stream_resume(self, call_sid: str, limit: int) -> int | None:
+        """Count one more resumed stream and return the count, or None when `limit` is reached.
+
+        One atomic update, so two concurrent stream-ended requests cannot both take the last resume.
+        """
+        try:
+            response = self.client.update_item(
+                TableName=self.table_name,
+                Key=_serialize({TABLE_PK: _call_pk(call_sid), TABLE_SK: CALL_SK}),
+                UpdateExpression="SET #n = if_not_exists(#n, :zero) + :one",
+                ConditionExpression="attribute_exists(#pk) AND (attribute_not_exists(#n) OR #n < :limit)",
+                ExpressionAttributeNames={"#pk": TABLE_PK, "#n": "stream_resumes"},
+                ExpressionAttributeValues=_serialize({":zero": 0, ":one": 1, ":limit": limit}),
+                ReturnValues="UPDATED_NEW",
+            )
+        except ClientError as exc:
+            if _error_code(exc) != "ConditionalCheckFailedException":
+                raise
+            if not self._call_exists(call_sid):
+                raise CallNotFound(call_sid) from exc
+            return None
+        return int(_deserialize(response["Attributes"])["stream_resumes"])
+
     def get_call(self, call_sid: str) -> Call | None:
         """The call with its status history, or None when there is no record of it."""
         sid = valid_call_sid(call_sid)

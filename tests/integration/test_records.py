@@ -683,3 +683,29 @@ def test_no_ttl_without_retention(records: CallRecords, dynamodb: "DynamoDBClien
 def test_retention_must_be_positive() -> None:
     with pytest.raises(ValueError, match="retention_days"):
         CallRecords(TABLE, retention_days=0)
+
+
+def test_end_conversation_first_reason_wins(records: CallRecords) -> None:
+    call = make_call()
+    records.create_call(call)
+    assert records.end_conversation(call.call_sid, "agent_hung_up") is True
+    assert records.end_conversation(call.call_sid, "transferred") is False
+    stored = records.get_call(call.call_sid)
+    assert stored is not None
+    assert stored.conversation_ended == "agent_hung_up"
+
+
+def test_end_conversation_of_unknown_call_raises(records: CallRecords) -> None:
+    with pytest.raises(CallNotFound):
+        records.end_conversation(make_call().call_sid, "idle")
+
+
+def test_stream_resumes_stop_at_the_limit(records: CallRecords) -> None:
+    call = make_call()
+    records.create_call(call)
+    assert [records.take_stream_resume(call.call_sid, 2) for _ in range(3)] == [1, 2, None]
+    stored = records.get_call(call.call_sid)
+    assert stored is not None
+    assert stored.stream_resumes == 2
+    with pytest.raises(CallNotFound):
+        records.take_stream_resume(make_call().call_sid, 2)
