@@ -91,3 +91,7 @@ class Call(CallParties):
     conversation_ended: str | None = None
     # Streams connected after a drop; /twilio/stream-ended stops resuming at the configured cap.
     stream_resumes: int = Field(default=0, ge=0)
+    # Outbound only: which attempt this is (retries of busy/no-answer count up) and the facts the
+    # request gave the agent (a patient's name, the appointment being confirmed: `appointment_start`).
+    attempt: int = Field(default=1, ge=1)
+    facts: dict[str, str] = Field(default_factory=dict)
