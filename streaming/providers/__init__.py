@@ -1,0 +1,1 @@
+"""Speech-to-text, the language model and text-to-speech, behind interfaces the call engine uses."""
