@@ -86,3 +86,13 @@ def twilio_stub() -> Iterator[TwilioStub]:
     """A local Twilio REST API for the real twilio client (point TWILIO_API_BASE_URL at twilio_stub.url)."""
     with running_twilio_stub() as stub:
         yield stub
+
+
+@pytest.fixture(autouse=True)
+def _logger_state_per_test() -> Iterator[None]:
+    """Handlers under test run `logger.inject_lambda_context`, which leaves the Lambda context keys and
+    the request's correlation id on the process-wide logger; the next test must not inherit them."""
+    yield
+    from switchboard.observability import logger
+
+    logger.clear_state()

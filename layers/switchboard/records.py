@@ -67,6 +67,9 @@ TTL_ATTRIBUTE = "expires_at"
 ITEM_TYPE_ATTRIBUTE = "item_type"
 AT_ATTRIBUTE = "at"
 LAST_SEQUENCE_ATTRIBUTE = "last_sequence"
+# Written by the Twilio webhooks on the call item, beside the Call fields (not part of the model).
+VOICEMAIL_OUTCOME_ATTRIBUTE = "voicemail_outcome"
+EVENT_CLAIM_PREFIX = "event_"
 
 CALL_SK = "CALL"
 STATUS_SK_PREFIX = "STATUS#"
@@ -88,6 +91,7 @@ _KEY_CEILING = "~"
 _MAX_CURSOR_LENGTH = 2048
 _CURSOR_SHAPE = re.compile(r"[A-Za-z0-9_-]+")
 _CALL_PK_SHAPE = re.compile(r"CALL#CA[0-9a-f]{32}")
+_EVENT_TYPE_SHAPE = re.compile(r"[A-Za-z]{1,64}")
 
 # What create_call itself settles about a call, and so what tells its replay from a different call.
 # Status, answered_at, ended_at and the rest are left out: apply_status moves them on afterwards.
@@ -290,6 +294,13 @@ def _decode_cursor(cursor: str, index: _Index, index_pk: str, low: str, high: st
     return cast("dict[str, str]", key)
 
 
+def _event_attribute(event_type: str) -> str:
+    """The call item's attribute that holds the claim on a once-per-call event, e.g. `event_CallCompleted`."""
+    if not _EVENT_TYPE_SHAPE.fullmatch(event_type):
+        raise ValueError(f"not an event type: {event_type!r}")
+    return EVENT_CLAIM_PREFIX + event_type
+
+
 def _error_code(exc: ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
 
@@ -414,6 +425,134 @@ class CallRecords:
                 raise CallNotFound(call_sid) from exc
             return None
         return int(_deserialize(response["Attributes"])["stream_resumes"])
+
+    # -- writes for the Twilio webhooks ---------------------------------------------------------------
+
+    def ensure_call(self, call: Call) -> bool:
+        """Record a call unless it already is: True when this write created it.
+
+        For writers that stamp `created_at` with their own clock (the voice webhook, a status callback
+        that finds no record), so a replay cannot repeat it: a recorded call with the same parties is
+        the same call, whenever it was created. `ConflictingRecord` when the parties differ.
+        """
+        try:
+            return self.create_call(call)
+        except ConflictingRecord:
+            existing = self.get_call(call.call_sid)
+            parties = CallParties.model_fields
+            if existing is None or any(getattr(existing, name) != getattr(call, name) for name in parties):
+                raise
+            return False
+
+    def record_status_event(self, call_sid: str, event: StatusEvent) -> bool:
+        """Record a status callback whose call is not recorded yet; False for a replay.
+
+        Only the `STATUS#` item: it joins the call's history once the call is recorded, and a later
+        `apply_status` of the same event is a replay that brings the call item up to date.
+        """
+        sid = valid_call_sid(call_sid)
+        return self._put_new(self._status_item(sid, event), lambda existing: _status_from(existing) == event)
+
+    def record_answered_by(self, call_sid: str, answered_by: str) -> bool:
+        """Who answered (Twilio's AnsweredBy, from answering machine detection), unless already known.
+
+        The final status callback carries the same value and sets it too; whichever comes first stays.
+        """
+        recorded = self._conditional_update(
+            call_sid,
+            "SET #answered_by = :answered_by",
+            "attribute_exists(#pk) AND attribute_not_exists(#answered_by)",
+            {"#pk": TABLE_PK, "#answered_by": "answered_by"},
+            {":answered_by": answered_by},
+        )
+        if not recorded and not self._call_exists(call_sid):
+            raise CallNotFound(call_sid)
+        return recorded
+
+    def record_voicemail_outcome(self, call_sid: str, outcome: str) -> None:
+        """What the voicemail action did on the call ("left_message", "hung_up", or why it failed).
+
+        Stored as `voicemail_outcome` on the call item; the last attempt's outcome wins.
+        """
+        if not self._conditional_update(
+            call_sid,
+            "SET #outcome = :outcome",
+            "attribute_exists(#pk)",
+            {"#pk": TABLE_PK, "#outcome": VOICEMAIL_OUTCOME_ATTRIBUTE},
+            {":outcome": outcome},
+        ):
+            raise CallNotFound(call_sid)
+
+    def claim_event(self, call_sid: str, event_type: str, token: str, now: datetime, stale_after: timedelta) -> bool:
+        """Claim the right to publish a once-per-call event; True for the one caller that gets it.
+
+        A claim is a conditional write of `token` on the call item: of concurrent callers exactly one
+        succeeds. The winner publishes, then `confirm_event`s, or `release_event`s when publishing
+        failed so that a redelivery can claim again. A claim neither confirmed nor released after
+        `stale_after` (its holder died) may be taken over: keep it longer than any holder can run.
+        """
+        try:
+            self.client.update_item(
+                TableName=self.table_name,
+                Key=_serialize({TABLE_PK: _call_pk(call_sid), TABLE_SK: CALL_SK}),
+                UpdateExpression="SET #event = :claim",
+                ConditionExpression=(
+                    "attribute_exists(#pk) AND (attribute_not_exists(#event)"
+                    " OR (attribute_not_exists(#event.#published) AND #event.#claimed < :stale))"
+                ),
+                ExpressionAttributeNames={
+                    "#pk": TABLE_PK,
+                    "#event": _event_attribute(event_type),
+                    "#published": "published_at",
+                    "#claimed": "claimed_at",
+                },
+                ExpressionAttributeValues=_serialize(
+                    {
+                        ":claim": {"token": token, "claimed_at": _utc_iso(now)},
+                        ":stale": _utc_iso(now - stale_after),
+                    }
+                ),
+            )
+        except ClientError as exc:
+            if _error_code(exc) != "ConditionalCheckFailedException":
+                raise
+            if not self._call_exists(call_sid):
+                raise CallNotFound(call_sid) from exc
+            return False
+        return True
+
+    def confirm_event(self, call_sid: str, event_type: str, token: str, now: datetime) -> bool:
+        """Mark a claimed event published; False if the claim is no longer `token`'s."""
+        return self._conditional_update(
+            call_sid,
+            "SET #event.#published = :now",
+            "#event.#token = :token",
+            {"#event": _event_attribute(event_type), "#published": "published_at", "#token": "token"},
+            {":token": token, ":now": _utc_iso(now)},
+        )
+
+    def release_event(self, call_sid: str, event_type: str, token: str) -> bool:
+        """Give up an unpublished claim so a redelivery can publish; False if it is not `token`'s."""
+        return self._conditional_update(
+            call_sid,
+            "REMOVE #event",
+            "#event.#token = :token AND attribute_not_exists(#event.#published)",
+            {"#event": _event_attribute(event_type), "#published": "published_at", "#token": "token"},
+            {":token": token},
+        )
+
+    def event_published_at(self, call_sid: str, event_type: str) -> str | None:
+        """When a once-per-call event was confirmed published (UTC ISO), or None."""
+        attribute = _event_attribute(event_type)
+        response = self.client.get_item(
+            TableName=self.table_name,
+            Key=_serialize({TABLE_PK: _call_pk(call_sid), TABLE_SK: CALL_SK}),
+            ConsistentRead=True,
+            ProjectionExpression="#event",
+            ExpressionAttributeNames={"#event": attribute},
+        )
+        claim = _deserialize(response.get("Item", {})).get(attribute)
+        return str(claim["published_at"]) if isinstance(claim, dict) and "published_at" in claim else None
 
     def get_call(self, call_sid: str) -> Call | None:
         """The call with its status history, or None when there is no record of it."""

@@ -44,6 +44,8 @@ class VoiceWebhookSettings(_TwilioSettings):
     public_stream_url: WssUrl = Field(description="The wss:// URL of the media stream, e.g. wss://media.x.com/media")
     stream_token_secret_arn: SecretArn
     max_stream_resumes: int = Field(default=3, ge=0, le=20)
+    # Optional so a deployment without a bus still answers calls; the CDK stack always sets it.
+    event_bus_name: str | None = Field(default=None, min_length=1, description="Where CallStarted is published.")
 
 
 class StatusCallbackSettings(_TwilioSettings):
@@ -59,6 +61,8 @@ class ToolActionsSettings(_TwilioSettings):
     appointments_table: TableName
     idempotency_table: TableName
     event_bus_name: str = Field(min_length=1)
+    # How long a tool call's result is replayed to its duplicates: longer than the longest call (4 h).
+    idempotency_ttl_s: int = Field(default=4 * 3600 + 600, ge=60, le=7 * 24 * 3600)
 
 
 class DialerSettings(_TwilioSettings):
@@ -69,6 +73,10 @@ class DialerSettings(_TwilioSettings):
     scheduler_role_arn: str = Field(pattern=r"^arn:aws[a-z-]*:iam::\d{12}:role/.+$")
     dialer_function_arn: str = Field(pattern=r"^arn:aws[a-z-]*:lambda:[a-z0-9-]+:\d{12}:function:.+$")
     do_not_call_table: TableName | None = None
+    # How far ahead a dial may claim its one-call-per-second slot (and then wait for it), per from-number.
+    dial_pacing_max_wait_s: int = Field(default=10, ge=0, le=20)
+    # Where Scheduler puts a dial it could not deliver (an SQS queue), so no scheduled dial vanishes.
+    schedule_dead_letter_arn: str | None = Field(default=None, pattern=r"^arn:aws[a-z-]*:sqs:[a-z0-9-]+:\d{12}:.+$")
 
 
 class StreamingSettings(_TwilioSettings):

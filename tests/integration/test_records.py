@@ -709,3 +709,120 @@ def test_stream_resumes_stop_at_the_limit(records: CallRecords) -> None:
     assert stored.stream_resumes == 2
     with pytest.raises(CallNotFound):
         records.take_stream_resume(make_call().call_sid, 2)
+
+
+# -- writes for the Twilio webhooks -------------------------------------------------------------------------
+
+
+def test_ensure_call_creates_once_and_takes_the_same_parties_as_a_replay(records: CallRecords) -> None:
+    call = make_call()
+    assert records.ensure_call(call) is True
+    # The webhook stamps created_at with its own clock: a replay comes with another time.
+    assert records.ensure_call(call.model_copy(update={"created_at": T0 + timedelta(seconds=3)})) is False
+    assert records.get_call(call.call_sid) == call
+    with pytest.raises(ConflictingRecord):
+        records.ensure_call(call.model_copy(update={"agent_id": "other-agent"}))
+
+
+def test_a_status_event_recorded_before_its_call_joins_the_history(records: CallRecords) -> None:
+    call = make_call(direction=CallDirection.OUTBOUND)
+    initiated = StatusEvent(status=CallStatus.INITIATED, sequence_number=0, at=T0)
+    assert records.record_status_event(call.call_sid, initiated) is True
+    assert records.record_status_event(call.call_sid, initiated) is False
+    assert records.get_call(call.call_sid) is None
+    with pytest.raises(ConflictingRecord):
+        records.record_status_event(call.call_sid, initiated.model_copy(update={"at": T0 + timedelta(seconds=1)}))
+    records.create_call(call)
+    ringing = StatusEvent(status=CallStatus.RINGING, sequence_number=1, at=T0 + timedelta(seconds=1))
+    records.apply_status(call.call_sid, ringing)
+    stored = records.get_call(call.call_sid)
+    assert stored is not None
+    assert stored.status_history == [initiated, ringing]
+    assert stored.status is CallStatus.RINGING
+
+
+def test_answered_by_first_value_stays(records: CallRecords) -> None:
+    call = make_call(direction=CallDirection.OUTBOUND)
+    records.create_call(call)
+    assert records.record_answered_by(call.call_sid, "machine_end_beep") is True
+    assert records.record_answered_by(call.call_sid, "human") is False
+    stored = records.get_call(call.call_sid)
+    assert stored is not None
+    assert stored.answered_by == "machine_end_beep"
+    with pytest.raises(CallNotFound):
+        records.record_answered_by(new_sid(), "human")
+
+
+def test_voicemail_outcome_is_stored_on_the_call_item(records: CallRecords, dynamodb: "DynamoDBClient") -> None:
+    call = make_call(direction=CallDirection.OUTBOUND)
+    records.create_call(call)
+    records.record_voicemail_outcome(call.call_sid, "left_message")
+    [item] = [item for item in raw_items(dynamodb, call.call_sid) if item[TABLE_SK] == {"S": "CALL"}]
+    assert item["voicemail_outcome"] == {"S": "left_message"}
+    assert records.get_call(call.call_sid) == call  # not a Call field: the model reads back unchanged
+    with pytest.raises(CallNotFound):
+        records.record_voicemail_outcome(new_sid(), "hung_up")
+
+
+def test_an_event_claim_goes_to_one_caller_until_released(records: CallRecords) -> None:
+    call = make_call()
+    records.create_call(call)
+    stale = timedelta(minutes=2)
+    assert records.claim_event(call.call_sid, "CallCompleted", "first", T0, stale) is True
+    assert records.claim_event(call.call_sid, "CallCompleted", "second", T0, stale) is False
+    assert records.claim_event(call.call_sid, "CallStarted", "second", T0, stale) is True  # per event type
+    assert records.release_event(call.call_sid, "CallCompleted", "second") is False  # not its claim
+    assert records.release_event(call.call_sid, "CallCompleted", "first") is True
+    assert records.claim_event(call.call_sid, "CallCompleted", "second", T0, stale) is True
+    assert records.event_published_at(call.call_sid, "CallCompleted") is None
+    assert records.confirm_event(call.call_sid, "CallCompleted", "first", T0) is False
+    assert records.confirm_event(call.call_sid, "CallCompleted", "second", T0) is True
+    assert records.event_published_at(call.call_sid, "CallCompleted") == "2026-03-02T09:00:00.000000Z"
+    # Published: neither released nor taken over, however late.
+    assert records.release_event(call.call_sid, "CallCompleted", "second") is False
+    assert records.claim_event(call.call_sid, "CallCompleted", "third", T0 + timedelta(days=1), stale) is False
+
+
+def test_a_stale_unpublished_claim_is_taken_over(records: CallRecords) -> None:
+    call = make_call()
+    records.create_call(call)
+    stale = timedelta(minutes=2)
+    assert records.claim_event(call.call_sid, "CallCompleted", "died", T0, stale) is True
+    assert records.claim_event(call.call_sid, "CallCompleted", "early", T0 + timedelta(minutes=1), stale) is False
+    assert records.claim_event(call.call_sid, "CallCompleted", "late", T0 + timedelta(minutes=3), stale) is True
+    assert records.confirm_event(call.call_sid, "CallCompleted", "died", T0) is False
+    assert records.confirm_event(call.call_sid, "CallCompleted", "late", T0 + timedelta(minutes=3)) is True
+
+
+def test_event_claims_need_a_recorded_call_and_a_plain_event_type(records: CallRecords) -> None:
+    with pytest.raises(CallNotFound):
+        records.claim_event(new_sid(), "CallCompleted", "token", T0, timedelta(minutes=2))
+    call = make_call()
+    records.create_call(call)
+    with pytest.raises(ValueError, match="not an event type"):
+        records.claim_event(call.call_sid, "Call Completed; DROP", "token", T0, timedelta(minutes=2))
+
+
+def test_concurrent_event_claims_have_one_winner(records: CallRecords, monkeypatch: pytest.MonkeyPatch) -> None:
+    from moto.dynamodb.models import DynamoDBBackend
+
+    # As above: make moto's check-then-write atomic, as DynamoDB's conditional update is.
+    lock = threading.Lock()
+    original_update = DynamoDBBackend.update_item
+
+    def atomic_update(self: DynamoDBBackend, *args: Any, **kwargs: Any) -> Any:
+        with lock:
+            return original_update(self, *args, **kwargs)
+
+    monkeypatch.setattr(DynamoDBBackend, "update_item", atomic_update)
+    call = make_call()
+    records.create_call(call)
+    barrier = threading.Barrier(8)
+
+    def claim(n: int) -> bool:
+        barrier.wait()
+        return records.claim_event(call.call_sid, "CallCompleted", f"token-{n}", T0, timedelta(minutes=2))
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(pool.map(claim, range(8)))
+    assert sorted(results) == [False] * 7 + [True]

@@ -1,0 +1,1 @@
+"""The Lambda functions, one folder each, with a thin handler.py over the shared package."""

@@ -1,0 +1,1 @@
+"""POST /twilio/voice, /twilio/stream-ended and /twilio/amd."""
