@@ -4,7 +4,7 @@ SHELL := /bin/bash
 
 # A uv on PATH that runs (a pyenv shim for another Python does not), else the copy `make` installs.
 UV := $(or $(shell uv --version >/dev/null 2>&1 && command -v uv),$(HOME)/.local/bin/uv)
-PY_SOURCES := $(wildcard layers functions streaming infra tests bench)
+PY_SOURCES := $(wildcard layers functions streaming infra tests bench demo)
 # Every top-level folder holding Python, so mypy never skips a folder that gains code.
 MYPY_PATHS = $(shell git ls-files --cached --others --exclude-standard '*.py' | cut -d/ -f1 | sort -u)
 

@@ -1,27 +1,16 @@
 """Real parts for the tests: a throwaway redis-server, and moto standing in for AWS."""
 
 import os
-import shutil
-import socket
-import subprocess
-import tempfile
-import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-import redis
 import redis.asyncio as aioredis
 
+from tests.support.redis_server import RedisServerError, running_redis_server
 from tests.support.twilio_stub import TwilioStub, running_twilio_stub
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="session")
@@ -30,33 +19,11 @@ def redis_url() -> Iterator[str]:
     if url := os.environ.get("REDIS_URL"):
         yield url
         return
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.fail("redis-server is not installed: `make test` installs it, or set REDIS_URL")
-    port = _free_port()
-    workdir = tempfile.mkdtemp(prefix="switchboard-redis-")
-    proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", workdir],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"redis://127.0.0.1:{port}/0"
-    client = redis.Redis.from_url(url)
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            client.ping()
-            break
-        except redis.ConnectionError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                pytest.fail(f"redis-server did not start on port {port}")
-            time.sleep(0.05)
-    client.close()
-    yield url
-    proc.terminate()
-    proc.wait(timeout=10)
-    shutil.rmtree(workdir, ignore_errors=True)
+    try:
+        with running_redis_server() as url:
+            yield url
+    except RedisServerError as exc:
+        pytest.fail(str(exc))
 
 
 @pytest.fixture

@@ -56,16 +56,12 @@ class Dependencies:
 
     def signature(self) -> TwilioSignature:
         credentials = load_twilio_credentials(self.settings.twilio_secret_arn)
-        # The status URL is an https webhook only; the stream URL is not used here but must be a wss:// URL.
         return TwilioSignature(
-            credentials.auth_token.get_secret_value(), str(self.settings.public_api_url), _UNUSED_STREAM_URL
+            credentials.auth_token.get_secret_value(), public_api_url=str(self.settings.public_api_url)
         )
 
     def status_callbacks(self) -> StatusCallbacks:
         return StatusCallbacks(records=self.records, agents=self.agents, events=self.events)
-
-
-_UNUSED_STREAM_URL = "wss://unused.invalid/media"
 
 
 @functools.cache

@@ -58,8 +58,8 @@ class Dependencies:
         credentials = load_twilio_credentials(self.settings.twilio_secret_arn)
         return TwilioSignature(
             credentials.auth_token.get_secret_value(),
-            str(self.settings.public_api_url),
-            str(self.settings.public_stream_url),
+            public_api_url=str(self.settings.public_api_url),
+            public_stream_url=str(self.settings.public_stream_url),
         )
 
     def twilio(self) -> Client:

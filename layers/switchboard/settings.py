@@ -88,7 +88,10 @@ class StreamingSettings(_TwilioSettings):
     stream_token_secret_arn: SecretArn
     openai_secret_arn: SecretArn | None = None
     port: int = Field(default=8080, ge=1, le=65535)
-    drain_seconds: int = Field(default=600, ge=0, le=3600)
+    # ECS gives a task at most 120 s between SIGTERM and SIGKILL: drain, then hand the calls over, within it.
+    drain_seconds: int = Field(default=100, ge=0, le=110)
+    # Where TurnCompleted is published; unset, no turn events are sent.
+    event_bus_name: str | None = Field(default=None, min_length=1)
 
 
 def load_settings[S: _Settings](model: type[S]) -> S:

@@ -18,7 +18,7 @@ import hashlib
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.idempotency import (
@@ -42,6 +42,9 @@ from switchboard.records import CallNotFound, CallRecords
 from switchboard.sms import TextMessages
 from switchboard.tool import ToolInvocation, ToolName, ToolOutcome, ToolRequest, ToolResult
 from switchboard.transfer import CallTransfers
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb.type_defs import CreateTableInputTypeDef
 
 AGENT_ENDED = "agent_ended"
 # The idempotency records' key is `<prefix>#<hash>`: fixed, so it does not change with the function's name.
@@ -124,6 +127,19 @@ def _parameters(model: type[_Arguments]) -> dict[str, Any]:
 
 def _function(name: ToolName, description: str, parameters: dict[str, Any]) -> dict[str, Any]:
     return {"type": "function", "function": {"name": name.value, "description": description, "parameters": parameters}}
+
+
+def idempotency_table_definition(name: str) -> "CreateTableInputTypeDef":
+    """Powertools Idempotency's table as it documents it: partition key `id`, TTL on `expiration`."""
+    return {
+        "TableName": name,
+        "KeySchema": [{"AttributeName": "id", "KeyType": "HASH"}],
+        "AttributeDefinitions": [{"AttributeName": "id", "AttributeType": "S"}],
+        "BillingMode": "PAY_PER_REQUEST",
+    }
+
+
+IDEMPOTENCY_TTL_ATTRIBUTE = "expiration"
 
 
 def tool_schemas(agent: AgentConfig) -> list[dict[str, Any]]:

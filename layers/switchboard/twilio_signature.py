@@ -128,19 +128,35 @@ class TwilioSignature:
     `<Stream url>`; Twilio strips query strings from it, hence none is allowed.
     """
 
-    def __init__(self, auth_token: str, public_api_url: str, public_stream_url: str) -> None:
+    def __init__(
+        self, auth_token: str, *, public_api_url: str | None = None, public_stream_url: str | None = None
+    ) -> None:
         if not auth_token:
             raise ValueError("auth_token is empty")
+        if public_api_url is None and public_stream_url is None:
+            raise ValueError("give public_api_url (webhooks), public_stream_url (media stream) or both")
         # A trailing slash would make base + "/route" a different URL from the one Twilio signed.
-        self._api_base = _checked_url(public_api_url, scheme="https", name="public_api_url").rstrip("/")
-        self._stream_url = _checked_url(public_stream_url, scheme="wss", name="public_stream_url")
-        with_port = _with_default_port(self._stream_url)
-        self._stream_urls = (self._stream_url,) if with_port is None else (self._stream_url, with_port)
+        self._api_base = (
+            None
+            if public_api_url is None
+            else _checked_url(public_api_url, scheme="https", name="public_api_url").rstrip("/")
+        )
+        self._stream_url = (
+            None
+            if public_stream_url is None
+            else _checked_url(public_stream_url, scheme="wss", name="public_stream_url")
+        )
+        self._stream_urls: tuple[str, ...] = ()
+        if self._stream_url is not None:
+            with_port = _with_default_port(self._stream_url)
+            self._stream_urls = (self._stream_url,) if with_port is None else (self._stream_url, with_port)
         self._validator = RequestValidator(auth_token)
 
     @property
     def stream_url(self) -> str:
         """The URL to put in `<Stream url>`: the one `validate_websocket` checks against."""
+        if self._stream_url is None:
+            raise ValueError("this TwilioSignature was built without public_stream_url")
         return self._stream_url
 
     def url_for(self, path: str, query: str = "") -> str:
@@ -150,6 +166,8 @@ class TwilioSignature:
         HTTP API on a named stage puts `/<stage>` in front of `rawPath`: strip it). `query` is the raw
         query string as received, without the `?`.
         """
+        if self._api_base is None:
+            raise ValueError("this TwilioSignature was built without public_api_url")
         if not path.startswith("/"):
             raise ValueError(f"path must start with '/', got {path!r}")
         url = self._api_base + path
@@ -185,6 +203,8 @@ class TwilioSignature:
         on `start` is what binds the connection to a call.
         """
         sig = _require(signature)
+        if not self._stream_urls:
+            raise ValueError("this TwilioSignature was built without public_stream_url")
         if not any(self._check(url, {}, sig) for url in self._stream_urls):
             raise InvalidSignature("signature mismatch")
 

@@ -34,6 +34,7 @@ import re
 import zlib
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import date
 from functools import cache
 from typing import Any, Final, Self
 
@@ -341,7 +342,7 @@ class SimulatedLanguageModel:
                 yield TextDelta(piece)
             if tool is not None:
                 # The call comes once its arguments would have been written, at the same token rate.
-                arguments = json.dumps(tool.arguments)
+                arguments = json.dumps(tool.arguments_on(date.today()))
                 await _sleep_until(start + token_delay_s(len(pieces) + math.ceil(len(arguments) / 4), profile))
                 yield ToolCall(f"call_{turn}_{tool.name.value}", tool.name.value, arguments)
             completed = True

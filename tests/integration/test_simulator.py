@@ -82,7 +82,7 @@ class CannedServer:
         self.providers = providers
         self.streams: list[StreamSeen] = []
         self.rejected = 0
-        self._signature = TwilioSignature(AUTH_TOKEN, "https://api.example.com", PUBLIC_STREAM_URL)
+        self._signature = TwilioSignature(AUTH_TOKEN, public_stream_url=PUBLIC_STREAM_URL)
         self.app = FastAPI()
         self.app.add_api_websocket_route("/media", self._media)
 

@@ -304,3 +304,17 @@ def test_scenario_dir_holds_only_scenarios() -> None:
 def test_a_say_that_cannot_be_timed_is_refused_when_loaded() -> None:
     with pytest.raises(ScenarioError, match=r"steps\.1: 40 ms is too short for 3 words"):
         parse_scenario("name: t\nsteps: [{say: hi}, {say: one two three, duration_ms: 40}]")
+
+
+def test_next_weekday_in_tool_arguments_is_always_after_today() -> None:
+    from datetime import date
+
+    from streaming.simulator.scenario import ScriptedTool
+
+    tool = ScriptedTool.model_validate(
+        {"name": "book_appointment", "arguments": {"start": "{next:tue}T10:00", "name": "Sam", "slots": 2}}
+    )
+    # 2026-11-24 is a Tuesday: "next Tuesday" is a week later, never today.
+    assert tool.arguments_on(date(2026, 11, 24)) == {"start": "2026-12-01T10:00", "name": "Sam", "slots": 2}
+    assert tool.arguments_on(date(2026, 11, 23))["start"] == "2026-11-24T10:00"
+    assert tool.arguments_on(date(2026, 11, 29))["start"] == "2026-12-01T10:00"

@@ -47,7 +47,7 @@ def _sign(url: str, params: object = None, token: str = TOKEN) -> str:
 
 @pytest.fixture
 def checker() -> TwilioSignature:
-    return TwilioSignature(TOKEN, API_BASE, STREAM_URL)
+    return TwilioSignature(TOKEN, public_api_url=API_BASE, public_stream_url=STREAM_URL)
 
 
 def _reason(exc: pytest.ExceptionInfo[InvalidSignature]) -> str:
@@ -146,7 +146,7 @@ def test_stage_is_part_of_the_signed_url(checker: TwilioSignature) -> None:
 
 
 def test_custom_domain_without_stage() -> None:
-    checker = TwilioSignature(TOKEN, "https://voice.example.com/", STREAM_URL)
+    checker = TwilioSignature(TOKEN, public_api_url="https://voice.example.com/", public_stream_url=STREAM_URL)
     assert checker.url_for(VOICE_PATH) == "https://voice.example.com/twilio/voice"
     checker.validate_form(VOICE_PATH, "", PARAMS, _sign("https://voice.example.com/twilio/voice", PARAMS))
 
@@ -159,7 +159,7 @@ def test_default_port_written_or_not(checker: TwilioSignature) -> None:
 
 
 def test_configured_port_is_also_accepted_without_it() -> None:
-    checker = TwilioSignature(TOKEN, "https://voice.example.com:443", STREAM_URL)
+    checker = TwilioSignature(TOKEN, public_api_url="https://voice.example.com:443", public_stream_url=STREAM_URL)
     checker.validate_form(VOICE_PATH, "", PARAMS, _sign("https://voice.example.com/twilio/voice", PARAMS))
     checker.validate_form(VOICE_PATH, "", PARAMS, _sign("https://voice.example.com:443/twilio/voice", PARAMS))
 
@@ -183,7 +183,7 @@ def test_unencodable_input_fails_as_invalid_signature(checker: TwilioSignature) 
 
 @given(st.lists(st.tuples(st.text(), st.text()), max_size=5), st.text())
 def test_arbitrary_form_fails_only_as_invalid_signature(pairs: list[tuple[str, str]], signature: str) -> None:
-    checker = TwilioSignature(TOKEN, API_BASE, STREAM_URL)
+    checker = TwilioSignature(TOKEN, public_api_url=API_BASE, public_stream_url=STREAM_URL)
     with pytest.raises(InvalidSignature):
         checker.validate_form(VOICE_PATH, "", pairs, signature)
 
@@ -280,7 +280,7 @@ def test_websocket_signed_for_another_url(checker: TwilioSignature, signed_url: 
 
 
 def test_websocket_on_a_configured_port() -> None:
-    checker = TwilioSignature(TOKEN, API_BASE, "wss://media.example.com:8443/media")
+    checker = TwilioSignature(TOKEN, public_api_url=API_BASE, public_stream_url="wss://media.example.com:8443/media")
     checker.validate_websocket(_sign("wss://media.example.com:8443/media"))
     # RequestValidator also accepts the URL with its port stripped (Twilio signs either form)...
     checker.validate_websocket(_sign("wss://media.example.com/media"))
@@ -315,12 +315,12 @@ def test_websocket_missing_signature(checker: TwilioSignature) -> None:
 )
 def test_configuration_is_checked(api: str, stream: str, message: str) -> None:
     with pytest.raises(ValueError, match=message):
-        TwilioSignature(TOKEN, api, stream)
+        TwilioSignature(TOKEN, public_api_url=api, public_stream_url=stream)
 
 
 def test_empty_token_is_refused() -> None:
     with pytest.raises(ValueError, match="auth_token"):
-        TwilioSignature("", API_BASE, STREAM_URL)
+        TwilioSignature("", public_api_url=API_BASE, public_stream_url=STREAM_URL)
 
 
 def test_form_params_keeps_blanks_repeats_and_decoding() -> None:
@@ -342,3 +342,16 @@ def test_signature_from_headers_ignores_case(name: str) -> None:
 
 def test_signature_from_headers_absent() -> None:
     assert signature_from_headers({"Content-Type": "x"}) is None
+
+
+def test_each_url_is_needed_only_where_it_is_used() -> None:
+    webhooks = TwilioSignature(TOKEN, public_api_url=API_BASE)
+    assert webhooks.url_for("/twilio/status") == API_BASE + "/twilio/status"
+    with pytest.raises(ValueError, match="public_stream_url"):
+        webhooks.validate_websocket("sig")
+    media = TwilioSignature(TOKEN, public_stream_url=STREAM_URL)
+    assert media.stream_url == STREAM_URL
+    with pytest.raises(ValueError, match="public_api_url"):
+        media.url_for("/twilio/voice")
+    with pytest.raises(ValueError, match="or both"):
+        TwilioSignature(TOKEN)
