@@ -10,7 +10,10 @@ MYPY_PATHS = $(shell git ls-files --cached --others --exclude-standard '*.py' | 
 
 .PHONY: help
 help:
+	@echo "make demo   whole calls through the platform on this machine, no accounts needed"
 	@echo "make test   install what is missing, then lint, type-check and run every test"
+	@echo "make bench  the benchmarks, written to bench/results/latest.json (a few minutes)"
+	@echo "make openapi  regenerate docs/openapi.json from the functions' routes"
 	@echo "make lint   ruff and mypy"
 	@echo "make fmt    format and auto-fix with ruff"
 
@@ -48,3 +51,15 @@ fmt: venv
 .PHONY: test
 test: venv redis-server lint
 	$(UV) run --frozen pytest
+
+.PHONY: demo
+demo: venv redis-server
+	$(UV) run --frozen python -m demo $(SCENARIOS)
+
+.PHONY: bench
+bench: venv redis-server
+	$(UV) run --frozen python -m bench $(SECTIONS)
+
+.PHONY: openapi
+openapi: venv
+	$(UV) run --frozen python -m functions.openapi

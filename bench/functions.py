@@ -11,13 +11,10 @@ import statistics
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime
 from typing import Any
 
 from bench.functions_probe import FUNCTIONS
-from switchboard.call import Call, CallDirection
-from switchboard.records import CallRecords
-from tests.support.deployment import CALLS_TABLE, create_aws_resources, environment, platform_environment
+from tests.support.deployment import create_aws_resources, environment, platform_environment
 from tests.support.moto_server import running_moto_process
 from tests.support.twilio_stub import running_twilio_stub
 
@@ -34,21 +31,9 @@ def run() -> dict[str, Any]:
         env = platform_environment(aws_url, twilio.url)
         with environment(env):
             env |= create_aws_resources(os.urandom(32).hex())
-            call_sid = "CA" + os.urandom(16).hex()
-            CallRecords(CALLS_TABLE).create_call(
-                Call(
-                    call_sid=call_sid,
-                    direction=CallDirection.INBOUND,
-                    from_number="+15550101234",
-                    to_number="+15550100200",
-                    agent_id="clinic-receptionist",
-                    created_at=datetime.now(UTC),
-                )
-            )
         child_env = {
             **os.environ,
             **env,
-            "BENCH_CALL_SID": call_sid,
             "POWERTOOLS_LOG_LEVEL": "WARNING",
             "POWERTOOLS_METRICS_DISABLED": "true",
             "PYTHONPATH": os.pathsep.join(["layers", "."]),

@@ -18,12 +18,50 @@ FUNCTIONS = ("voice_webhook", "status_callback", "tool_actions", "dialer")
 WARM_REQUESTS = 200
 
 
+def _calls(count: int) -> list[str]:
+    """Fresh inbound calls, one per request, each with a short conversation: a request's work does not
+    grow with the requests before it (the status history, the timeline and the tool log stay typical)."""
+    from switchboard.call import Call, CallDirection
+    from switchboard.records import CallRecords
+    from switchboard.turn import Role, Turn
+
+    records = CallRecords(os.environ["CALLS_TABLE"])
+    sids = []
+    now = datetime.now(UTC)
+    for _ in range(count):
+        sid = "CA" + os.urandom(16).hex()
+        records.create_call(
+            Call(
+                call_sid=sid,
+                direction=CallDirection.INBOUND,
+                from_number="+15550101234",
+                to_number="+15550100200",
+                agent_id="clinic-receptionist",
+                created_at=now,
+            )
+        )
+        for index in range(6):
+            role = Role.USER if index % 2 else Role.ASSISTANT
+            records.put_turn(
+                Turn(
+                    call_sid=sid,
+                    index=index,
+                    role=role,
+                    text="A sentence of a typical length, said on a call.",
+                    started_at=now,
+                    ended_at=now,
+                )
+            )
+        sids.append(sid)
+    return sids
+
+
 def _events(function: str, call_sid: Callable[[], str]) -> Callable[[int], dict[str, Any]]:
     from tests.support.apigw import json_event, rest_event, twilio_form_event
     from tests.support.twilio_stub import ACCOUNT_SID, AUTH_TOKEN
 
     api = os.environ["PUBLIC_API_URL"]
-    known = os.environ["BENCH_CALL_SID"]
+    calls = _calls(WARM_REQUESTS + 1) if function != "voice_webhook" else []
     if function == "voice_webhook":
         # A new inbound call per request: signature check, agent lookup, record write, token, TwiML.
         def voice(_: int) -> dict[str, Any]:
@@ -43,12 +81,12 @@ def _events(function: str, call_sid: Callable[[], str]) -> Callable[[int], dict[
         def status(index: int) -> dict[str, Any]:
             form = {
                 "AccountSid": ACCOUNT_SID,
-                "CallSid": known,
+                "CallSid": calls[index],
                 "From": "+15550101234",
                 "To": "+15550100200",
                 "Direction": "inbound",
                 "CallStatus": "in-progress",
-                "SequenceNumber": str(index + 1),
+                "SequenceNumber": "1",
                 "Timestamp": datetime.now(UTC).strftime("%a, %d %b %Y %H:%M:%S +0000"),
             }
             return twilio_form_event("/twilio/status", form, auth_token=AUTH_TOKEN, public_url=api + "/twilio/status")
@@ -60,7 +98,7 @@ def _events(function: str, call_sid: Callable[[], str]) -> Callable[[int], dict[
             return json_event(
                 "POST",
                 "/tools/end_call",
-                {"call_sid": known, "arguments": {"reason": f"benchmark {index}"}},
+                {"call_sid": calls[index], "arguments": {"reason": "the caller is done"}},
                 resource="/tools/{name}",
                 path_parameters={"name": "end_call"},
                 iam_user_arn="arn:aws:sts::123456789012:assumed-role/switchboard-streaming/bench",
@@ -68,12 +106,12 @@ def _events(function: str, call_sid: Callable[[], str]) -> Callable[[int], dict[
 
         return tool
 
-    def timeline(_: int) -> dict[str, Any]:
+    def timeline(index: int) -> dict[str, Any]:
         return rest_event(
             "GET",
-            f"/calls/{known}",
+            f"/calls/{calls[index]}",
             resource="/calls/{sid}",
-            path_parameters={"sid": known},
+            path_parameters={"sid": calls[index]},
             iam_user_arn="arn:aws:sts::123456789012:assumed-role/ops/bench",
         )
 
@@ -103,7 +141,18 @@ def main(function: str) -> dict[str, Any]:
         handler.lambda_handler(event, context)
         warm.append((time.perf_counter() - began) * 1000)
     warm.sort()
+    # What one DynamoDB round trip to moto's server costs here, to read the warm numbers against.
+    import boto3
+
+    dynamodb = boto3.client("dynamodb")
+    trips = []
+    for _ in range(50):
+        began = time.perf_counter()
+        dynamodb.describe_table(TableName=os.environ["CALLS_TABLE"])
+        trips.append((time.perf_counter() - began) * 1000)
+    trips.sort()
     return {
+        "aws_round_trip_ms_p50": round(trips[len(trips) // 2], 2),
         "import_ms": round((imported - started) * 1000, 1),
         "init_ms": round((initialised - imported) * 1000, 1),
         "first_ms": round(first * 1000, 1),

@@ -14,11 +14,12 @@ import sys
 import tempfile
 from typing import Any
 
+from tests.support.logs import platform_output_to
+
 LOG_FILE = os.path.join(tempfile.gettempdir(), "switchboard-demo.log")
 # The platform logs JSON lines and EMF metrics to stdout, as it does in Lambda and on Fargate. The demo
-# moves that stdout to a file, before anything is imported, and prints the calls on the terminal.
-terminal = os.fdopen(os.dup(1), "w", buffering=1)
-os.dup2(os.open(LOG_FILE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), 1)
+# moves that stdout to a file, before the platform is imported, and prints the calls on the terminal.
+terminal = platform_output_to(LOG_FILE)
 
 # Imported after the redirect on purpose: the platform's loggers take stdout as they are created.
 from streaming.providers.simulated import LatencyProfile  # noqa: E402

@@ -21,9 +21,12 @@ def running_moto_thread() -> Iterator[str]:
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
+    url = f"http://127.0.0.1:{port}"
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield url
     finally:
+        # moto's backends are this process's globals: empty them for the next server in this process.
+        httpx.post(url + "/moto-api/reset", timeout=10)
         server.stop()
 
 
