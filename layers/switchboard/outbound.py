@@ -145,11 +145,35 @@ def _openings(zone: ZoneInfo, day: date, opening: time) -> set[datetime]:
     return {jump}
 
 
+def _clock_changes(zone: ZoneInfo, start: datetime, end: datetime) -> set[datetime]:
+    """The instants (UTC, whole seconds) in (start, end] at which the UTC offset of `zone` changes."""
+    changes: set[datetime] = set()
+    hour = timedelta(hours=1)
+    probe = start.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+    while probe < end:
+        before, after = probe.astimezone(zone).utcoffset(), (probe + hour).astimezone(zone).utcoffset()
+        if before != after:
+            # Bisect (in seconds) for the first instant read with the new offset.
+            low, high = 0, 3600
+            while high - low > 1:
+                middle = (low + high) // 2
+                if (probe + timedelta(seconds=middle)).astimezone(zone).utcoffset() == before:
+                    low = middle
+                else:
+                    high = middle
+            change = probe + timedelta(seconds=high)
+            if start < change <= end:
+                changes.add(change)
+        probe += hour
+    return changes
+
+
 def next_allowed_at(hours: Hours, zones: Sequence[ZoneInfo], at: datetime) -> datetime | None:
     """The first moment at or after `at` inside the hours in every zone, in UTC; None if none within a week.
 
-    Where the windows of all zones overlap, the overlap starts at `at` or at some zone's opening time,
-    so those are the only candidates to try, earliest first.
+    Where the windows of all zones overlap, the overlap starts at `at`, at some zone's opening time, or
+    at some zone's clock change (falling back can put a wall clock straight back inside the hours,
+    without passing the opening time), so those are the only candidates to try, earliest first.
     """
     if within_hours(hours, zones, at):
         return at.astimezone(UTC)
@@ -160,6 +184,7 @@ def next_allowed_at(hours: Hours, zones: Sequence[ZoneInfo], at: datetime) -> da
             candidates |= {
                 opening for opening in _openings(zone, local_day + timedelta(days=offset), hours.open) if opening > at
             }
+        candidates |= _clock_changes(zone, at, at + timedelta(days=_HORIZON_DAYS + 1))
     for candidate in sorted(candidates):
         if within_hours(hours, zones, candidate):
             return candidate

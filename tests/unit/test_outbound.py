@@ -128,6 +128,18 @@ def test_an_opening_repeated_by_fall_back_opens_twice() -> None:
     assert next_allowed_at(hours, [NY], between_passes) == at("2026-11-01T01:00:00-05:00")
 
 
+def test_a_window_reentered_by_fall_back_opens_at_the_clock_change() -> None:
+    # 2028-11-05: Anchorage falls back at 10:00 UTC (02:00 AKDT -> 01:00 AKST), Adak at 11:00 UTC. From
+    # 10:00 to 10:01 UTC both clocks read 01:00 (Anchorage's second pass, Adak's first): inside 00:01-01:01
+    # in both, the only such minute, and it starts at Anchorage's clock change, not at an opening.
+    hours = Hours(open=time(0, 1), close=time(1, 1))
+    zones = check_callee(ALASKA, ["US"]).time_zones
+    found = next_allowed_at(hours, zones, at("2028-11-03T10:01:00+00:00"))
+    assert found == at("2028-11-05T10:00:00+00:00")
+    assert not within_hours(hours, zones, at("2028-11-05T09:59:59+00:00"))
+    assert not within_hours(hours, zones, at("2028-11-05T10:01:00+00:00"))
+
+
 def test_every_zone_of_a_number_must_be_open() -> None:
     zones = check_callee(ALASKA, ["US"]).time_zones
     # 09:30 in Anchorage is 08:30 in Adak: not yet.

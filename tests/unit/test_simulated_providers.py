@@ -2,8 +2,8 @@
 
 import asyncio
 import json
-from datetime import date, datetime
 from collections.abc import AsyncIterator
+from datetime import date, datetime
 from pathlib import Path
 
 import numpy as np
