@@ -140,7 +140,9 @@ class CallAnswering:
         if call is None:
             return None
         try:
-            self._records.ensure_call(call)
+            if not self._records.ensure_call(call):
+                # A replay of the webhook: the stored call is the truth (it may say the conversation is over).
+                return self._records.get_call(call.call_sid) or call
         except ConflictingRecord:
             existing = self._records.get_call(call.call_sid)
             logger.error(

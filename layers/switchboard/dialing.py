@@ -519,8 +519,10 @@ class Dialer:
         try:
             self._records.create_call(call)
         except ConflictingRecord:
-            # The callee answered and the voice webhook recorded the call before we got here: its record stands.
-            logger.info("The voice webhook recorded the call first")
+            # The callee answered and the voice webhook recorded the call before we got here: its record
+            # stands, but only the dial knows the attempt and the facts the agent needs.
+            filled = self._records.fill_outbound_request(call_sid, attempt=intent.attempt, facts=intent.facts)
+            logger.info("The voice webhook recorded the call first", extra={"facts_added": filled})
 
     def _defer(self, intent: DialIntent, when: datetime, reason: str, message: str) -> DialResult:
         name = deferral_name(intent.dial_id)

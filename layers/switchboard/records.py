@@ -444,6 +444,18 @@ class CallRecords:
                 raise
             return False
 
+    def fill_outbound_request(self, call_sid: str, *, attempt: int, facts: dict[str, str]) -> bool:
+        """Give a call recorded without them (by the voice webhook, before the dialer) its attempt and facts.
+
+        Only where none are recorded yet; False when they already were (or the call is not recorded)."""
+        return self._conditional_update(
+            call_sid,
+            "SET #attempt = :attempt, #facts = :facts",
+            "attribute_exists(#pk) AND (attribute_not_exists(#facts) OR size(#facts) = :none)",
+            {"#pk": TABLE_PK, "#attempt": "attempt", "#facts": "facts"},
+            {":attempt": attempt, ":facts": facts, ":none": 0},
+        )
+
     def record_status_event(self, call_sid: str, event: StatusEvent) -> bool:
         """Record a status callback whose call is not recorded yet; False for a replay.
 

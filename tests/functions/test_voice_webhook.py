@@ -254,6 +254,15 @@ def test_replayed_voice_webhook_keeps_one_record_and_answers_alike(env: Env) -> 
     assert [event["detail-type"] for event in env.published()] == ["CallStarted"]
 
 
+def test_a_replayed_voice_webhook_after_the_conversation_ended_hangs_up(env: Env) -> None:
+    sid = random_call_sid()
+    connect_of(post("/twilio/voice", voice_form(sid)))
+    env.records.end_conversation(sid, "agent_ended")
+    root = twiml(post("/twilio/voice", voice_form(sid)))
+    assert "Hangup" in [child.tag for child in root]
+    assert root.find("Connect") is None
+
+
 def test_a_number_no_agent_answers_gets_a_polite_goodbye_and_no_record(env: Env) -> None:
     sid = random_call_sid()
     response = post("/twilio/voice", voice_form(sid, to="+15550100999"))

@@ -826,3 +826,14 @@ def test_concurrent_event_claims_have_one_winner(records: CallRecords, monkeypat
     with ThreadPoolExecutor(max_workers=8) as pool:
         results = list(pool.map(claim, range(8)))
     assert sorted(results) == [False] * 7 + [True]
+
+
+def test_fill_outbound_request_only_where_the_call_has_no_facts(records: CallRecords) -> None:
+    call = make_call(direction=CallDirection.OUTBOUND)
+    records.create_call(call)
+    assert records.fill_outbound_request(call.call_sid, attempt=2, facts={"patient_name": "Sam"}) is True
+    stored = records.get_call(call.call_sid)
+    assert stored is not None
+    assert (stored.attempt, stored.facts) == (2, {"patient_name": "Sam"})
+    assert records.fill_outbound_request(call.call_sid, attempt=3, facts={"patient_name": "Alex"}) is False
+    assert records.fill_outbound_request(make_call().call_sid, attempt=1, facts={}) is False
