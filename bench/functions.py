@@ -18,7 +18,7 @@ from tests.support.deployment import create_aws_resources, environment, platform
 from tests.support.moto_server import running_moto_process
 from tests.support.twilio_stub import running_twilio_stub
 
-PROCESSES = 3
+PROCESSES = 2
 _BASELINE = "import time; t = time.perf_counter(); import boto3; print((time.perf_counter() - t) * 1000)"
 
 

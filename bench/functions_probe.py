@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 FUNCTIONS = ("voice_webhook", "status_callback", "tool_actions", "dialer")
-WARM_REQUESTS = 200
+WARM_REQUESTS = 100
 
 
 def _calls(count: int) -> list[str]:
@@ -40,7 +40,7 @@ def _calls(count: int) -> list[str]:
                 created_at=now,
             )
         )
-        for index in range(6):
+        for index in range(4):
             role = Role.USER if index % 2 else Role.ASSISTANT
             records.put_turn(
                 Turn(
