@@ -18,6 +18,7 @@ from typing import Final
 
 from redis.exceptions import RedisError
 
+from streaming.blocking import run_blocking
 from streaming.telemetry import count_error
 from switchboard.agent import AgentConfig
 from switchboard.call import Call
@@ -113,7 +114,7 @@ class TurnWriter:
     async def _write(self, turn: Turn) -> bool:
         for attempt in range(_WRITE_ATTEMPTS):
             try:
-                await asyncio.to_thread(self._records.put_turn, turn)
+                await run_blocking(self._records.put_turn, turn)
                 self.written += 1
                 return True
             except ConflictingRecord:
@@ -139,7 +140,7 @@ class TurnWriter:
             facts={"turn": turn.index, "role": turn.role.value, "interrupted": turn.interrupted},
         )
         try:
-            await asyncio.to_thread(self._events.emit, event)
+            await run_blocking(self._events.emit, event)
         except Exception:
             logger.exception("could not publish TurnCompleted", extra={"turn": turn.index})
             count_error("events")

@@ -24,6 +24,7 @@ from typing import Any, Final
 
 from streaming.audio.vad import SpeechSegmenter, SpeechStarted, SpeechStopped, VadEvent
 from streaming.barge_in import INTERRUPT, PAUSE, RESUME, BargeInAction, BargeInJudge, BargeInSettings
+from streaming.blocking import run_blocking
 from streaming.conversation import Conversation
 from streaming.phrases import PhraseCache
 from streaming.playback import Clip, ClipKind, Playback, heard_part
@@ -147,6 +148,7 @@ class Dialogue:
         self._idle_stage = 0
         self._max_at = NEVER
         self._fillers = itertools.count()
+        self._tool_schemas: list[dict[str, Any]] | None = None
 
     @property
     def playback(self) -> Playback:
@@ -333,6 +335,7 @@ class Dialogue:
             messages=messages,
             report=report,
             released_at_ms=None if speculative else self.clock.now_ms,
+            schemas=self._schemas(),
         )
         turn = _AgentTurn(index, "reply", report, datetime.now(UTC), reply=reply, user_text=user_text)
         if speculative:
@@ -342,6 +345,12 @@ class Dialogue:
             self._turn = turn
         turn.task = self._spawn(self._run_turn(turn), f"reply:{index}")
         return turn
+
+    def _schemas(self) -> list[dict[str, Any]]:
+        """The agent's tool schemas, built once per call: every reply of the call offers the same tools."""
+        if self._tool_schemas is None:
+            self._tool_schemas = self._tools.schemas(self._agent)
+        return self._tool_schemas
 
     def _drop_spec(self) -> None:
         spec, self._spec = self._spec, None
@@ -414,7 +423,7 @@ class Dialogue:
 
     async def _end_conversation(self, reason: str) -> None:
         try:
-            await asyncio.to_thread(self._records.end_conversation, self.call_sid, reason)
+            await run_blocking(self._records.end_conversation, self.call_sid, reason)
         except CallNotFound:
             logger.warning("no call record to mark the conversation ended on", extra={"reason": reason})
         except Exception:

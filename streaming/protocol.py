@@ -120,7 +120,23 @@ _KNOWN_EVENTS = frozenset({"connected", "start", "media", "dtmf", "mark", "stop"
 
 
 def parse_inbound(frame: str | bytes) -> Connected | Start | Media | Dtmf | Mark | Stop:
-    """One WebSocket text frame from Twilio. Raises MalformedMessage naming what is wrong."""
+    """One WebSocket text frame from Twilio. Raises MalformedMessage naming what is wrong.
+
+    Fifty media frames a second per call come through here, so a well-formed frame is parsed and
+    validated in one pass from the JSON text (pydantic-core's parser, no intermediate dict), about three
+    times cheaper than json.loads and then validating the dict. Only a frame that fails that pass goes
+    the long way, which names what is wrong with it.
+    """
+    try:
+        return _INBOUND.validate_json(frame)
+    except ValidationError:
+        pass
+    return _diagnose(frame)
+
+
+def _diagnose(frame: str | bytes) -> Connected | Start | Media | Dtmf | Mark | Stop:
+    """The long way through a frame the fast pass refused: which MalformedMessage kind it is (or, should
+    the two parsers ever disagree on an edge of JSON, the message after all)."""
     try:
         data = json.loads(frame)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:

@@ -17,7 +17,7 @@ goes on listening.
 import asyncio
 import json
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Final, Protocol
@@ -194,8 +194,11 @@ class Reply:
         messages: Sequence[ChatMessage],
         report: TurnReport,
         released_at_ms: int | None,
+        schemas: Sequence[Mapping[str, Any]] | None = None,
     ) -> None:
-        """`released_at_ms`: the end of turn when the reply is not speculative; None holds it back."""
+        """`released_at_ms`: the end of turn when the reply is not speculative; None holds it back.
+        `schemas`: the agent's tool schemas when the caller already has them (they are the same for every
+        reply of a call, and building them costs more than the rest of starting a reply); else asked for."""
         self._host = host
         self._call_sid = call_sid
         self.turn = turn
@@ -203,7 +206,7 @@ class Reply:
         self._llm = llm
         self._tts = tts
         self._tools = tools
-        self._schemas = tools.schemas(agent)
+        self._schemas = tools.schemas(agent) if schemas is None else schemas
         self._tool_names = frozenset(schema.get("function", {}).get("name") for schema in self._schemas)
         self._messages = list(messages)
         self.report = report

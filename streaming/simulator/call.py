@@ -30,7 +30,7 @@ from streaming.audio.level import db_to_gain
 from streaming.simulator import wire
 from streaming.simulator.clock import SimClock
 from streaming.simulator.ear import Ear
-from streaming.simulator.report import CallLog, CallReport, StepLog, build_report
+from streaming.simulator.report import SEND_LAG_BUCKETS, CallLog, CallReport, StepLog, build_report
 from streaming.simulator.scenario import (
     SOUND_RUNS_PARAMETER,
     Backchannel,
@@ -298,10 +298,18 @@ class _Call:
             delay = clock.wall_delay_s(at)
             if delay > 0:
                 await asyncio.sleep(delay)
+                # A busy loop wakes the ticker late: the frame goes out that late, and the server counts it
+                # as inbound lag, so it is measured here too.
+                late = -clock.wall_delay_s(at)
             else:
                 # Behind schedule (a busy loop): send now, but let the script and the receiver run.
-                self._log.max_send_lag_ms = max(self._log.max_send_lag_ms, -delay * 1000.0 * clock.speed)
+                late = -delay
                 await asyncio.sleep(0)
+            late_ms = max(0.0, late * 1000.0 * clock.speed)
+            log = self._log
+            if late_ms > log.max_send_lag_ms:
+                log.max_send_lag_ms = late_ms
+            log.send_lag_counts[min(int(late_ms), SEND_LAG_BUCKETS - 1)] += 1
             frame, payload, onset = self._mic.frame()
             if onset:
                 self._ear.caller_input(at - FRAME_MS)

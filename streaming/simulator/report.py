@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict
 from streaming.simulator.ear import Ear, ReplyAtEar
 
 _NUMBERS = re.compile(r"\d+")
+SEND_LAG_BUCKETS = 200
 
 
 @dataclass
@@ -62,6 +63,8 @@ class CallLog:
     frames_sent: int = 0
     dtmf_sent: int = 0
     max_send_lag_ms: float = 0.0
+    # How late each frame went out against its 20 ms grid, in 1 ms buckets (the last holds the rest).
+    send_lag_counts: list[int] = field(default_factory=lambda: [0] * SEND_LAG_BUCKETS)
     malformed_messages: int = 0
     ended_by: Literal["caller", "agent"] = "caller"
     close_code: int | None = None
@@ -132,6 +135,7 @@ class CallReport(_Report):
     frames_sent: int
     dtmf_sent: int
     max_send_lag_ms: float
+    send_lag_p99_ms: float = 0.0  # the upper edge of the 1 ms bucket holding the 99th percentile
     malformed_messages: int
     clears: int
     marks_echoed: int
@@ -154,6 +158,19 @@ class CallReport(_Report):
     def backchannels_interrupting(self) -> int:
         """Backchannels and noise bursts that cut the agent off."""
         return sum(step.agent_interrupted for step in self.steps if step.kind in ("backchannel", "noise"))
+
+
+def _bucket_percentile(counts: list[int], fraction: float) -> float:
+    """The upper edge (ms) of the 1 ms bucket holding that fraction of the counts; 0 with none."""
+    total = sum(counts)
+    if not total:
+        return 0.0
+    seen = 0
+    for bucket, number in enumerate(counts):
+        seen += number
+        if seen >= fraction * total:
+            return float(bucket + 1)
+    return float(len(counts))
 
 
 def mark_sequence_problems(names: list[str]) -> tuple[int, int]:
@@ -292,6 +309,7 @@ def build_report(log: CallLog) -> CallReport:
         frames_sent=log.frames_sent,
         dtmf_sent=log.dtmf_sent,
         max_send_lag_ms=log.max_send_lag_ms,
+        send_lag_p99_ms=_bucket_percentile(log.send_lag_counts, 0.99),
         malformed_messages=log.malformed_messages,
         clears=len(log.ear.clears),
         marks_echoed=log.ear.marks_echoed,
