@@ -8,10 +8,10 @@ stream-ended and status callbacks → the call record in DynamoDB (moto), read b
 
 import argparse
 import asyncio
-import logging
 import os
 import sys
 import tempfile
+import warnings
 from typing import Any
 
 from tests.support.logs import platform_output_to
@@ -20,6 +20,8 @@ LOG_FILE = os.path.join(tempfile.gettempdir(), "switchboard-demo.log")
 # The platform logs JSON lines and EMF metrics to stdout, as it does in Lambda and on Fargate. The demo
 # moves that stdout to a file, before the platform is imported, and prints the calls on the terminal.
 terminal = platform_output_to(LOG_FILE)
+# A Lambda handler that records no metric in a request makes Powertools warn; harmless here.
+warnings.filterwarnings("ignore", message="No application metrics to publish")
 
 # Imported after the redirect on purpose: the platform's loggers take stdout as they are created.
 from streaming.providers.simulated import LatencyProfile  # noqa: E402
@@ -86,6 +88,4 @@ if __name__ == "__main__":
     unknown = set(args.scenarios) - set(shipped_scenarios())
     if unknown:
         parser.error(f"unknown scenarios {sorted(unknown)}; shipped: {sorted(shipped_scenarios())}")
-    for noisy in ("werkzeug", "moto"):  # moto's server logs every request it serves
-        logging.getLogger(noisy).setLevel(logging.WARNING)
     sys.exit(asyncio.run(main(args.scenarios or list(DEFAULT_SCENARIOS))))

@@ -3,6 +3,7 @@
 Boto3 reaches it through AWS_ENDPOINT_URL, so the code under test is the code that runs in the account.
 """
 
+import logging
 import subprocess
 import sys
 import time
@@ -18,6 +19,8 @@ from tests.support.redis_server import free_port
 @contextmanager
 def running_moto_thread() -> Iterator[str]:
     """moto's server in a thread of this process; yields its URL."""
+    # Its HTTP server logs every request at INFO: noise in the demo and the benchmarks.
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
