@@ -33,7 +33,8 @@ from switchboard.records import CallRecords, table_definition
 from switchboard.stream_token import StreamTokenSigner
 from tests.support.deployment import REPO
 from tests.support.moto_server import running_moto_process
-from tests.support.redis_server import free_port, running_redis_server
+from tests.support.net import free_port
+from tests.support.redis_server import running_redis_server
 
 LEVELS = (100, 200, 300, 400)
 SCENARIO = "latency"

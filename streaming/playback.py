@@ -66,7 +66,7 @@ class SendMark:
 
 @dataclass(frozen=True, slots=True)
 class SendClear:
-    pass
+    """Tell Twilio to drop the audio it has buffered."""
 
 
 CLEAR: Final = SendClear()

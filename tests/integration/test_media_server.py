@@ -9,7 +9,6 @@ import base64
 import json
 import os
 import signal
-import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
@@ -30,6 +29,7 @@ from streaming.stream import MediaStream, StreamClosed
 from streaming.stream_auth import token_claim_key
 from switchboard.stream_token import StreamTokenSigner
 from switchboard.twilio_signature import TwilioSignature
+from tests.support.net import free_port
 
 AUTH_TOKEN = "test-auth-token-0123456789abcdef"
 PUBLIC_STREAM_URL = "wss://media.example.com/media"
@@ -178,12 +178,6 @@ async def eventually(condition: Callable[[], bool]) -> None:
 # -- the server ---------------------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @dataclass
 class Running:
     app: MediaServerApp
@@ -207,7 +201,7 @@ class Running:
 @asynccontextmanager
 async def media_server(services: Services) -> AsyncIterator[Running]:
     app = create_app(services)
-    port = _free_port()
+    port = free_port()
     server = MediaServer(uvicorn_config(app, port=port, host="127.0.0.1"), app)
     task = asyncio.create_task(server.serve())
     while not server.started:
@@ -624,9 +618,9 @@ async def test_a_drain_with_no_calls_left_stops_the_server_at_once(services: Ser
 
 
 async def test_the_server_does_not_start_without_redis(services: Services) -> None:
-    unreachable = aioredis.Redis.from_url(f"redis://127.0.0.1:{_free_port()}/0")
+    unreachable = aioredis.Redis.from_url(f"redis://127.0.0.1:{free_port()}/0")
     app = create_app(replace(services, redis=unreachable))
-    server = MediaServer(uvicorn_config(app, port=_free_port(), host="127.0.0.1"), app)
+    server = MediaServer(uvicorn_config(app, port=free_port(), host="127.0.0.1"), app)
     with pytest.raises(SystemExit):
         await server.serve()
     assert not server.started

@@ -11,7 +11,6 @@ import asyncio
 import base64
 import itertools
 import json
-import socket
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -32,17 +31,12 @@ from streaming.providers.simulated import LatencyProfile, SimulatedProviders, fr
 from streaming.simulator import SOUND_RUNS_PARAMETER, CallReport, Scenario, run_call
 from switchboard.agent import load_agent
 from switchboard.twilio_signature import InvalidSignature, TwilioSignature
+from tests.support.net import free_port
 
 AUTH_TOKEN = "12345678901234567890123456789012"
 PUBLIC_STREAM_URL = "wss://media.example.com/media"
 CALL_SID = "CA" + "ab" * 16
 AGENT = load_agent(Path(__file__).resolve().parents[2] / "agents" / "clinic-receptionist.yaml")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -205,7 +199,7 @@ def serve() -> Iterator[Any]:
 
     def start(behaviour: Behaviour, providers: SimulatedProviders | None = None) -> Running:
         canned = CannedServer(behaviour, providers)
-        port = _free_port()
+        port = free_port()
         config = uvicorn.Config(canned.app, host="127.0.0.1", port=port, ws="websockets-sansio", log_level="warning")
         server = uvicorn.Server(config)
         thread = threading.Thread(target=server.run, daemon=True)

@@ -7,7 +7,6 @@ call engine and simulated providers, and answers its health check.
 import asyncio
 import json
 import os
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -25,16 +24,11 @@ from streaming.serving import MediaServer, uvicorn_config
 from switchboard.records import table_definition
 from switchboard.settings import StreamingSettings, load_settings
 from tests.conftest import REPO
+from tests.support.net import free_port
 from tests.support.twilio_stub import ACCOUNT_SID, AUTH_TOKEN
 
 TABLE = "switchboard-calls"
 TOKEN_KEY = "a-stream-token-key-of-at-least-32-characters"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture
@@ -55,7 +49,7 @@ def environment(aws_env: None, redis_url: str, monkeypatch: pytest.MonkeyPatch) 
             "TOOLS_API_URL": "https://tools.example.com/prod",
             "TWILIO_SECRET_ARN": twilio,
             "STREAM_TOKEN_SECRET_ARN": token,
-            "PORT": str(_free_port()),
+            "PORT": str(free_port()),
             "DRAIN_SECONDS": "5",
             PROVIDERS_VARIABLE: "simulated",
         }

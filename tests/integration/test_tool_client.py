@@ -9,7 +9,6 @@ import asyncio
 import hmac
 import json
 import re
-import socket
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -26,6 +25,7 @@ from fastapi import FastAPI, Request, Response
 from streaming.tool_client import SignedToolActions
 from switchboard.agent import AgentConfig
 from switchboard.tool import ToolName, ToolOutcome, ToolResult
+from tests.support.net import free_port
 
 REGION = "eu-west-1"
 ACCESS_KEY = "AKIDSWITCHBOARDTEST"
@@ -130,12 +130,6 @@ BOOKED = ToolResult(
 ARGUMENTS = {"start": "2026-11-24T10:30", "name": "Ada"}
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture
 def task_role() -> Credentials:
     return Credentials(ACCESS_KEY, SECRET_KEY, SESSION_TOKEN)
@@ -144,7 +138,7 @@ def task_role() -> Credentials:
 @pytest.fixture
 async def api(task_role: Credentials) -> AsyncIterator[tuple[ToolApi, str]]:
     tool_api = ToolApi(known={ACCESS_KEY: task_role})
-    port = _free_port()
+    port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(tool_api.app(), host="127.0.0.1", port=port, lifespan="off", access_log=False)
     )
@@ -261,7 +255,7 @@ async def test_a_timeout_is_a_failed_result(
 
 
 async def test_nothing_listening_is_a_failed_result(task_role: Credentials, capsys: pytest.CaptureFixture[str]) -> None:
-    actions = SignedToolActions(f"http://127.0.0.1:{_free_port()}", REGION, _no_schemas, credentials=task_role)
+    actions = SignedToolActions(f"http://127.0.0.1:{free_port()}", REGION, _no_schemas, credentials=task_role)
     try:
         assert_failed(await actions.invoke(CALL_SID, "book_appointment", ARGUMENTS))
     finally:

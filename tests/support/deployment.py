@@ -47,7 +47,8 @@ from switchboard.tool_actions import idempotency_table_definition, tool_schemas
 from switchboard.twilio_signature import TwilioSignature
 from tests.support.apigw import LambdaContext, json_event, response_json, rest_event, twilio_form_event
 from tests.support.moto_server import running_moto_thread
-from tests.support.redis_server import free_port, running_redis_server
+from tests.support.net import free_port
+from tests.support.redis_server import running_redis_server
 from tests.support.twilio_stub import ACCOUNT_SID, AUTH_TOKEN, TwilioStub, running_twilio_stub
 
 REPO = Path(__file__).resolve().parent.parent.parent

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 import httpx
 from moto.server import ThreadedMotoServer
 
-from tests.support.redis_server import free_port
+from tests.support.net import free_port
 
 
 @contextmanager

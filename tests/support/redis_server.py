@@ -1,7 +1,6 @@
 """A throwaway redis-server on a free port, for the tests, the demo and the benchmarks."""
 
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -10,15 +9,11 @@ from contextlib import contextmanager
 
 import redis
 
+from tests.support.net import free_port
+
 
 class RedisServerError(RuntimeError):
-    pass
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """redis-server is missing or did not start."""
 
 
 @contextmanager
