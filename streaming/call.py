@@ -28,7 +28,7 @@ logging, no I/O but the STT's. Everything else happens per turn.
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -42,6 +42,7 @@ from streaming.audio.vad import SpeechSegmenter, default_vad
 from streaming.barge_in import BargeInSettings
 from streaming.conversation import ContextSaver, Conversation, TurnWriter, new_context
 from streaming.dialogue import CallEnd, CallEnded, Dialogue
+from streaming.knowledge import KnowledgeBase
 from streaming.phrases import APOLOGY, PhraseCache, PhraseStore
 from streaming.playback import Playback, SendClear, SendMark
 from streaming.protocol import Dtmf, Mark, Media, StartInfo, Stop
@@ -106,6 +107,8 @@ class EngineDeps:
     on_turn: Callable[[TurnReport], None] | None = None
     clock: Callable[[], float] = time.monotonic
     phrase_store: PhraseStore = field(default_factory=PhraseStore)
+    # Each agent's indexed knowledge base, by agent id (streaming.knowledge.load_knowledge).
+    knowledge: Mapping[str, KnowledgeBase] = field(default_factory=dict)
     timing: TurnTiming = field(default_factory=TurnTiming)
     barge_in: BargeInSettings = field(default_factory=BargeInSettings)
     lease_ttl_ms: int = DEFAULT_LEASE_TTL_MS
@@ -317,6 +320,7 @@ class _Call:
             timing=self.deps.timing,
             barge_in=self.deps.barge_in,
             on_turn=self.deps.on_turn,
+            knowledge=self.deps.knowledge.get(agent.id),
         )
         self._dialogue = dialogue
         writing = asyncio.create_task(writer.run(), name=f"turn-writer:{self.call_sid}")

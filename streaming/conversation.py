@@ -12,8 +12,6 @@ replayed write of the same turn is a no-op in CallRecords), and none is skipped.
 import asyncio
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from functools import cache
-from pathlib import Path
 from typing import Final
 
 from redis.exceptions import RedisError
@@ -43,19 +41,13 @@ _WRITE_ATTEMPTS: Final = 4
 _RETRY_BASE_S: Final = 0.2
 
 
-@cache
-def _knowledge(path: Path) -> str:
-    return path.read_text(encoding="utf-8").strip()
-
-
 def system_message(agent: AgentConfig, facts: Mapping[str, str]) -> ChatMessage:
-    """The agent's prompt, the call's facts and its knowledge base, as the first message of the history."""
+    """The agent's prompt and the call's facts, as the first message of the history.
+
+    The knowledge base is not pasted here: the passages a turn needs are retrieved for it (knowledge.py)."""
     parts = [agent.system_prompt.strip()]
     if facts:
         parts.append("Call facts:\n" + "\n".join(f"- {key}: {value}" for key, value in sorted(facts.items())))
-    passages = [_knowledge(path) for path in agent.knowledge_base]
-    if passages:
-        parts.append("Knowledge base:\n\n" + "\n\n".join(passages))
     return ChatMessage(role="system", content="\n\n".join(parts))
 
 

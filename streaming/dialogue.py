@@ -26,6 +26,7 @@ from streaming.audio.vad import SpeechSegmenter, SpeechStarted, SpeechStopped, V
 from streaming.barge_in import INTERRUPT, PAUSE, RESUME, BargeInAction, BargeInJudge, BargeInSettings
 from streaming.blocking import run_blocking
 from streaming.conversation import Conversation
+from streaming.knowledge import KnowledgeBase, search_tool_schema
 from streaming.phrases import PhraseCache
 from streaming.playback import Clip, ClipKind, Playback, heard_part
 from streaming.providers.base import CallProviders, Transcript
@@ -115,9 +116,11 @@ class Dialogue:
         timing: TurnTiming,
         barge_in: BargeInSettings,
         on_turn: Callable[[TurnReport], None] | None,
+        knowledge: KnowledgeBase | None = None,
     ) -> None:
         self.call_sid = call_sid
         self._agent = agent
+        self._knowledge = knowledge
         self._providers = providers
         self._tools = tools
         self._records = records
@@ -336,6 +339,7 @@ class Dialogue:
             report=report,
             released_at_ms=None if speculative else self.clock.now_ms,
             schemas=self._schemas(),
+            knowledge=self._knowledge,
         )
         turn = _AgentTurn(index, "reply", report, datetime.now(UTC), reply=reply, user_text=user_text)
         if speculative:
@@ -349,7 +353,10 @@ class Dialogue:
     def _schemas(self) -> list[dict[str, Any]]:
         """The agent's tool schemas, built once per call: every reply of the call offers the same tools."""
         if self._tool_schemas is None:
-            self._tool_schemas = self._tools.schemas(self._agent)
+            schemas = self._tools.schemas(self._agent)
+            if self._knowledge is not None and self._agent.knowledge_search == "tool":
+                schemas = [*schemas, search_tool_schema()]
+            self._tool_schemas = schemas
         return self._tool_schemas
 
     def _drop_spec(self) -> None:

@@ -24,6 +24,7 @@ from typing import Any, Final, Protocol
 
 from streaming.audio.codec import pcm16_to_ulaw
 from streaming.conversation import llm_window
+from streaming.knowledge import SEARCH_TOOL, KnowledgeBase, context_message, search_result
 from streaming.phrases import APOLOGY, PhraseCache
 from streaming.playback import Clip, ClipKind, Playback
 from streaming.providers.base import LanguageModel, TextDelta, TextToSpeech, ToolCall
@@ -195,10 +196,12 @@ class Reply:
         report: TurnReport,
         released_at_ms: int | None,
         schemas: Sequence[Mapping[str, Any]] | None = None,
+        knowledge: KnowledgeBase | None = None,
     ) -> None:
         """`released_at_ms`: the end of turn when the reply is not speculative; None holds it back.
         `schemas`: the agent's tool schemas when the caller already has them (they are the same for every
-        reply of a call, and building them costs more than the rest of starting a reply); else asked for."""
+        reply of a call, and building them costs more than the rest of starting a reply); else asked for.
+        `knowledge`: the agent's knowledge base, used as the agent's `knowledge_search` says."""
         self._host = host
         self._call_sid = call_sid
         self.turn = turn
@@ -209,6 +212,7 @@ class Reply:
         self._schemas = tools.schemas(agent) if schemas is None else schemas
         self._tool_names = frozenset(schema.get("function", {}).get("name") for schema in self._schemas)
         self._messages = list(messages)
+        self._knowledge = knowledge
         self.report = report
         self.rounds: list[ReplyRound] = []
         self.failed: str | None = None  # the provider that failed: "llm" or "tts"
@@ -280,13 +284,18 @@ class Reply:
         report = self.report
         messages = list(self._messages)
         aggregator = SentenceAggregator()
+        passages = self._passages()
         for _ in range(MAX_ROUNDS):
             round_ = ReplyRound()
             self.rounds.append(round_)
             calls: list[ToolCall] = []
             if report.llm_start is None:
                 report.llm_start = self._host.wall()
-            stream = self._llm.reply(llm_window(messages), self._schemas)
+            window = llm_window(messages)
+            if passages is not None:
+                # After the system prompt, before the conversation: context, not something anyone said.
+                window.insert(1 if window and window[0].role == "system" else 0, passages)
+            stream = self._llm.reply(window, self._schemas)
             try:
                 async for event in stream:
                     if report.llm_first_token is None:
@@ -322,6 +331,14 @@ class Reply:
             return ReplyEnd.FAILED
         return ReplyEnd.DONE
 
+    def _passages(self) -> ChatMessage | None:
+        """The knowledge-base passages for the caller's turn, when the agent gets them every turn."""
+        if self._knowledge is None or self._agent.knowledge_search != "every_turn":
+            return None
+        said = next((m.content for m in reversed(self._messages) if m.role == "user" and m.content), None)
+        found = self._knowledge.search(said) if said else []
+        return ChatMessage(role="system", content=context_message(found)) if found else None
+
     def _say(
         self, queue: asyncio.Queue[_Say | None], text: str, round_: ReplyRound, audio: bytes | None = None
     ) -> None:
@@ -349,9 +366,15 @@ class Reply:
     async def _use_tools(
         self, round_: ReplyRound, calls: list[ToolCall], queue: asyncio.Queue[_Say | None]
     ) -> ReplyEnd | None:
-        # No side effect for a reply the caller may never hear: wait until the turn is really over.
-        await self._released.wait()
         round_.tool_calls = calls
+        # A knowledge search has no side effect: it may run while the reply is still speculative.
+        for call in calls:
+            if call.name == SEARCH_TOOL and self._knowledge is not None:
+                round_.results[call.call_id] = self._search(call)
+        calls = [call for call in calls if call.call_id not in round_.results]
+        # No side effect for a reply the caller may never hear: wait until the turn is really over.
+        if calls:
+            await self._released.wait()
         # Hanging up or transferring comes after every other action of the round.
         ordered = sorted(calls, key=lambda call: call.name in (ToolName.END_CALL, ToolName.TRANSFER_CALL))
         ending: ReplyEnd | None = None
@@ -377,6 +400,16 @@ class Reply:
                 self._host.call_ending()
                 ending = ReplyEnd.TRANSFERRED
         return ending
+
+    def _search(self, call: ToolCall) -> ChatMessage:
+        assert self._knowledge is not None
+        arguments = self._arguments(call)
+        if isinstance(arguments, str):
+            return _tool_message(call, None, arguments)
+        query = arguments.get("query")
+        if not isinstance(query, str) or not query.strip():
+            return _tool_message(call, None, _refusal("`query` must be a non-empty string."))
+        return _tool_message(call, None, search_result(self._knowledge.search(query)))
 
     def _arguments(self, call: ToolCall) -> dict[str, Any] | str:
         """The call's arguments, or the refusal the model is told instead (nothing is invoked then)."""

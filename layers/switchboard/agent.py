@@ -70,10 +70,20 @@ class Hours(_Strict):
 
 
 class Voice(_Strict):
-    """A Polly voice. Whether the voice supports the engine is checked against Polly at start."""
+    """How the agent speaks: a Polly voice (whether it supports the engine is checked against Polly at
+    start), or eSpeak NG offline, where `id` is an eSpeak voice name such as "en-us"."""
 
+    provider: Literal["polly", "espeak"] = "polly"
     id: str = Field(min_length=1, examples=["Joanna"])
     engine: Literal["neural", "standard", "generative", "long-form"] = "neural"
+
+
+class Listening(_Strict):
+    """How the agent hears: Amazon Transcribe streaming, or pocketsphinx offline (English only)."""
+
+    provider: Literal["transcribe", "pocketsphinx"] = "transcribe"
+    # A Transcribe custom vocabulary, created beforehand in the deployment's account and region.
+    vocabulary: str | None = Field(default=None, min_length=1, max_length=200, pattern=r"^[0-9a-zA-Z._-]+$")
 
 
 class LanguageModel(_Strict):
@@ -172,6 +182,7 @@ class AgentConfig(_Strict):
     directions: list[CallDirection] = Field(min_length=1)
     language: str = Field(default="en-US", pattern=r"^[a-z]{2}-[A-Z]{2}$")
     voice: Voice
+    listening: Listening = Listening()
     greeting: str = Field(min_length=1, max_length=1000)
     system_prompt: str = Field(min_length=1)
     llm: LanguageModel = LanguageModel()
@@ -179,6 +190,11 @@ class AgentConfig(_Strict):
     tools: Tools = Tools()
     phone_numbers: list[E164] = Field(default_factory=list, description="Numbers this agent answers.")
     knowledge_base: list[Path] = Field(default_factory=list, description="Files under agents/<id>/kb/.")
+    knowledge_search: Literal["every_turn", "tool"] = Field(
+        default="every_turn",
+        description="every_turn: the best passages for each caller turn go into the LLM's context; "
+        "tool: the LLM gets a search_knowledge_base tool to call when it wants.",
+    )
     outbound: Outbound | None = None
 
     @model_validator(mode="after")

@@ -23,6 +23,7 @@ import redis.asyncio as aioredis
 from moto import mock_aws
 
 from streaming.call import CallEnd, CallEngine, CallOutcome, EngineDeps
+from streaming.knowledge import SEARCH_TOOL, KnowledgeBase, load_knowledge
 from streaming.phrases import APOLOGY, PhraseStore
 from streaming.protocol import Dtmf, DtmfPayload, Mark, MarkPayload, Media, MediaPayload, StartInfo, Stop
 from streaming.providers.base import (
@@ -373,6 +374,7 @@ class Harness:
     lease_ttl_ms: int = 6_000
     providers: SimulatedProviders | None = None
     events: CallEvents | None = None
+    knowledge: dict[str, KnowledgeBase] = field(default_factory=dict)
 
     def deps(self, providers: Providers) -> EngineDeps:
         return EngineDeps(
@@ -386,6 +388,7 @@ class Harness:
             on_turn=self.reports.append,
             phrase_store=self.phrase_store,
             lease_ttl_ms=self.lease_ttl_ms,
+            knowledge=self.knowledge,
         )
 
     def record_call(self, sid: str, *, answered_at: datetime | None = None) -> None:
@@ -779,6 +782,83 @@ agent_replies:
     assert context is not None
     tool_message = next(message for message in context.messages if message.role == "tool")
     assert "not a valid JSON object" in (tool_message.content or "")
+
+
+# -- knowledge base ---------------------------------------------------------------------------------------
+
+
+class RecordingLlm:
+    """Providers whose LLM is the simulated one, recording each request; `first_tool` is asked for first."""
+
+    def __init__(self, inner: Providers, first_tool: ToolCall | None = None) -> None:
+        self.inner = inner
+        self.first_tool = first_tool
+        self.requests: list[tuple[list[ChatMessage], list[Mapping[str, Any]]]] = []
+
+    def for_call(self, agent: AgentConfig, parameters: Mapping[str, str]) -> CallProviders:
+        providers = self.inner.for_call(agent, parameters)
+        llm, recording = providers.llm, self
+
+        class Llm:
+            async def reply(
+                self, messages: Sequence[ChatMessage], tools: Sequence[Mapping[str, Any]]
+            ) -> AsyncIterator[LlmEvent]:
+                recording.requests.append((list(messages), list(tools)))
+                if recording.first_tool is not None and len(recording.requests) == 1:
+                    yield recording.first_tool
+                    return
+                async for event in llm.reply(messages, tools):
+                    yield event
+
+        return CallProviders(stt=providers.stt, llm=Llm(), tts=providers.tts)
+
+
+PARKING_QUESTION = """
+name: parking
+steps:
+  - say: "Where can I park my car?"
+agent_replies:
+  - say: "There is free parking behind the building."
+"""
+
+
+async def test_the_knowledge_base_answers_every_turn_without_entering_the_history(harness: Harness) -> None:
+    harness.knowledge = load_knowledge([harness.agent])
+    sid = new_sid()
+    harness.record_call(sid)
+    script = scenario(PARKING_QUESTION)
+    providers = RecordingLlm(SimulatedProviders({script.name: script}, LatencyProfile.instant()))
+    await harness.call(sid, script, providers=providers)
+
+    messages, tools = providers.requests[-1]
+    assert messages[0].role == "system"
+    assert messages[0].content == harness.agent.system_prompt.strip()  # the whole base is not pasted in
+    assert messages[1].role == "system"
+    assert "Address and parking" in (messages[1].content or "")
+    assert SEARCH_TOOL not in [tool["function"]["name"] for tool in tools]
+    context = await harness.store.load(sid)
+    assert context is not None
+    assert not any("Address and parking" in (message.content or "") for message in context.messages)
+
+
+async def test_the_knowledge_base_as_a_tool_is_answered_in_the_service(harness: Harness) -> None:
+    harness.agent = harness.agent.model_copy(update={"knowledge_search": "tool"})
+    harness.knowledge = load_knowledge([harness.agent])
+    sid = new_sid()
+    harness.record_call(sid)
+    script = scenario(PARKING_QUESTION)
+    search = ToolCall("call_kb", SEARCH_TOOL, '{"query": "parking"}')
+    providers = RecordingLlm(SimulatedProviders({script.name: script}, LatencyProfile.instant()), first_tool=search)
+    await harness.call(sid, script, providers=providers)
+
+    first_messages, first_tools = providers.requests[0]
+    assert SEARCH_TOOL in [tool["function"]["name"] for tool in first_tools]
+    assert not any("Address and parking" in (message.content or "") for message in first_messages)
+    assert harness.tools.invocations == []  # never sent to the tool Lambda
+    answered, _ = providers.requests[1]
+    assert answered[-1].role == "tool"
+    assert answered[-1].tool_call_id == "call_kb"
+    assert "Address and parking" in (answered[-1].content or "")
 
 
 # -- idle, keypad, max duration ----------------------------------------------------------------------------

@@ -178,3 +178,47 @@ def test_directory_rejects_an_id_defined_twice(tmp_path: Path) -> None:
 def test_empty_directory(tmp_path: Path) -> None:
     with pytest.raises(AgentConfigError, match="no agent files"):
         AgentDirectory.load(tmp_path)
+
+
+def test_providers_default_to_aws_and_are_chosen_per_agent(tmp_path: Path) -> None:
+    default = load_agent(_write(tmp_path, "front", _minimal()))
+    assert (default.listening.provider, default.voice.provider, default.llm.provider) == (
+        "transcribe",
+        "polly",
+        "openai",
+    )
+    assert default.listening.vocabulary is None
+    assert default.knowledge_search == "every_turn"
+
+    offline = load_agent(
+        _write(
+            tmp_path,
+            "front",
+            _minimal(
+                listening={"provider": "pocketsphinx"},
+                voice={"provider": "espeak", "id": "en-us"},
+                llm={"provider": "scripted"},
+                knowledge_search="tool",
+            ),
+        )
+    )
+    assert (offline.listening.provider, offline.voice.provider, offline.llm.provider) == (
+        "pocketsphinx",
+        "espeak",
+        "scripted",
+    )
+    assert offline.knowledge_search == "tool"
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("listening", {"provider": "whisper"}, r"listening\.provider"),
+        ("listening", {"vocabulary": "bad name!"}, r"listening\.vocabulary"),
+        ("voice", {"id": "Joanna", "provider": "azure"}, r"voice\.provider"),
+        ("knowledge_search", "sometimes", r"knowledge_search"),
+    ],
+)
+def test_unknown_providers_are_named(tmp_path: Path, field: str, value: object, message: str) -> None:
+    with pytest.raises(AgentConfigError, match=message):
+        load_agent(_write(tmp_path, "front", _minimal(**{field: value})))
