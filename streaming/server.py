@@ -34,6 +34,7 @@ from switchboard.observability import call_context, logger
 from switchboard.stream_token import StreamTokenSigner
 from switchboard.twilio_signature import TwilioSignature
 
+ACTIVE_CALLS_METRIC = "ActiveCalls"
 MEDIA_PATH = "/media"
 HEALTH_PATH = "/healthz"
 
@@ -62,6 +63,9 @@ class Services:
     # After the socket is gone, the engine has this long to notice (StreamClosed) and stop by itself
     # before it is cancelled; enough to write its last turn, short enough not to hold a lease for long.
     engine_stop_grace_seconds: float = 2.0
+    # How often the task reports its ActiveCalls: the autoscaling signal (its Average across tasks is the
+    # calls per task) and the dashboard's. CloudWatch's own resolution is a minute.
+    active_calls_interval_seconds: float = 60.0
 
 
 class Health(BaseModel):
@@ -98,8 +102,19 @@ class MediaServerApp(FastAPI):
         except RedisError as exc:
             raise RuntimeError(f"the media server cannot reach Redis: {exc}") from exc
         logger.info("media server ready")
-        yield
+        reporting = asyncio.create_task(self._report_active_calls(), name="active-calls")
+        try:
+            yield
+        finally:
+            reporting.cancel()
+            await asyncio.gather(reporting, return_exceptions=True)
         logger.info("media server stopped", extra={"running_calls": len(self.calls)})
+
+    async def _report_active_calls(self) -> None:
+        """ActiveCalls every interval, zero included (a scale-in needs to see idle tasks), from the start."""
+        while True:
+            count(ACTIVE_CALLS_METRIC, len(self.calls))
+            await asyncio.sleep(self.services.active_calls_interval_seconds)
 
     async def _health(self) -> JSONResponse:
         if self.calls.draining:

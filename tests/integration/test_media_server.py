@@ -625,3 +625,28 @@ async def test_the_server_does_not_start_without_redis(services: Services) -> No
         await server.serve()
     assert not server.started
     await unreachable.aclose()
+
+
+# -- the autoscaling signal -----------------------------------------------------------------------------------
+
+
+async def test_active_calls_are_reported_while_the_server_runs(
+    services: Services, signer: StreamTokenSigner, capsys: pytest.CaptureFixture[str]
+) -> None:
+    seen: list[float] = []
+
+    async def until_reported(value: float) -> None:
+        while value not in seen:
+            metrics = emitted_metrics(capsys)
+            seen.extend(v for name, dims, v in metrics if name == "ActiveCalls" and dims == {"service": "switchboard"})
+            await asyncio.sleep(0.02)
+
+    async with media_server(replace(services, active_calls_interval_seconds=0.05)) as running:
+        async with asyncio.timeout(10):
+            await until_reported(0.0)  # an idle task reports too: scale-in needs it
+            async with running.twilio() as ws:
+                await ws.send(connected_message())
+                await ws.send(start_message(signer.issue(CALL_SID)))
+                await until_reported(1.0)
+                await ws.send(stop_message())
+                await until_closed(ws)
