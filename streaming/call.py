@@ -280,7 +280,8 @@ class _Call:
         assert self._providers is not None
         assert self._agent is not None
         try:
-            session = await self._providers.stt.start(language=self._agent.language)
+            agent = self._agent
+            session = await self._providers.stt.start(language=agent.language, vocabulary=agent.listening.vocabulary)
         except Exception:
             logger.exception("could not start a speech-to-text session")
             count_error("stt")

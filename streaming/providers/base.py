@@ -45,7 +45,10 @@ class SpeechSession(Protocol):
 
 
 class SpeechToText(Protocol):
-    async def start(self, *, language: str) -> SpeechSession: ...
+    async def start(self, *, language: str, vocabulary: str | None = None) -> SpeechSession:
+        """A session in `language` (BCP-47, "en-US"); `vocabulary` names a provider-side custom vocabulary
+        (the agent's listening.vocabulary), for providers that have them."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +66,38 @@ class ToolCall:
 
 
 LlmEvent = TextDelta | ToolCall
+
+
+class LanguageModelError(RuntimeError):
+    """The language model gave no (complete) reply, after its one retry if it had one. The message names the
+    provider, the model and the reason; the engine answers the caller with phrases.APOLOGY and goes on."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyDeadlines:
+    """How long an LLM reply may take, and whether a failed attempt may be tried again.
+
+    An attempt that produces nothing within `first_token_s` (text or a tool-call fragment) is abandoned.
+    One retry is allowed, only while nothing has been handed to the engine yet (so nothing is said twice)
+    and only if its own first token could still come within `first_token_budget_s` of the reply's start:
+    past that, the caller has waited long enough and hears the apology instead. `total_s` bounds the whole
+    reply, retry included, so a stream that stalls mid-way ends too.
+    """
+
+    first_token_s: float = 2.5
+    first_token_budget_s: float = 5.5
+    total_s: float = 20.0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.first_token_s <= self.first_token_budget_s <= self.total_s:
+            raise ValueError(
+                "need 0 < first_token_s <= first_token_budget_s <= total_s, got "
+                f"{self.first_token_s}, {self.first_token_budget_s}, {self.total_s}"
+            )
+
+    def retry_fits(self, started: float, now: float) -> bool:
+        """Whether a retry begun at `now` (loop time) could give its first token within the budget."""
+        return now - started + self.first_token_s <= self.first_token_budget_s
 
 
 class LanguageModel(Protocol):

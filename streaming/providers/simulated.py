@@ -278,7 +278,7 @@ class SimulatedSpeechToText:
         self._profile = profile
         self._stats = stats
 
-    async def start(self, *, language: str) -> SpeechSession:
+    async def start(self, *, language: str, vocabulary: str | None = None) -> SpeechSession:
         self._stats.stt_sessions += 1
         return SimulatedSpeechSession(self._script, self._profile, self._stats)
 

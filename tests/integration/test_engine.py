@@ -1198,7 +1198,7 @@ async def test_a_failed_speech_session_is_reopened(harness: Harness, capsys: pyt
             outer = self
 
             class Stt:
-                async def start(self, *, language: str) -> SpeechSession:
+                async def start(self, *, language: str, vocabulary: str | None = None) -> SpeechSession:
                     outer.sessions += 1
                     if outer.sessions == 1:
                         return BrokenSession()
