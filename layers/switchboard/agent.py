@@ -4,8 +4,9 @@ An agent is a YAML file, agents/<id>.yaml, with its knowledge base under agents/
 Every field is validated; a bad file fails with the file, the field and the reason.
 """
 
+import re
 from collections.abc import Iterator, Mapping
-from datetime import time
+from datetime import date, time, timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
@@ -86,11 +87,63 @@ class Listening(_Strict):
     vocabulary: str | None = Field(default=None, min_length=1, max_length=200, pattern=r"^[0-9a-zA-Z._-]+$")
 
 
+_NEXT_WEEKDAY = re.compile(r"\{next:(" + "|".join(day.value for day in Weekday) + r")\}")
+
+
+class ScriptedTool(_Strict):
+    """A tool call a script makes (the scripted LLM's flow, the simulator's agent replies). In string arguments,
+    `{next:tue}` stands for the date of the next Tuesday after today (ISO), so that a scripted booking stays in
+    the future whenever the script runs."""
+
+    name: ToolName
+    arguments: dict[str, Any] = Field(default_factory=dict)
+
+    def arguments_on(self, today: date) -> dict[str, Any]:
+        weekdays = list(Weekday)  # Monday first, as date.weekday() counts
+
+        def next_day(match: re.Match[str]) -> str:
+            ahead = (weekdays.index(Weekday(match[1])) - today.weekday() - 1) % 7 + 1
+            return (today + timedelta(days=ahead)).isoformat()
+
+        return {
+            name: _NEXT_WEEKDAY.sub(next_day, value) if isinstance(value, str) else value
+            for name, value in self.arguments.items()
+        }
+
+
+class FlowStep(_Strict):
+    """One step of the scripted LLM's flow: when the caller's latest turn contains any of `when` (whole words,
+    any case; DTMF comes as "[keypad] 1 2", so "keypad 1" matches a key press of 1), it says `say`, calls
+    `tool`, and says `then` once the tool succeeded. The first step that matches is the one taken."""
+
+    when: list[Annotated[str, Field(min_length=1, max_length=200, pattern=r"[A-Za-z0-9]")]] = Field(min_length=1)
+    say: str | None = Field(default=None, min_length=1, max_length=1000)
+    tool: ScriptedTool | None = None
+    then: str | None = Field(default=None, min_length=1, max_length=1000, description="Said after the tool's result.")
+
+    @model_validator(mode="after")
+    def _something(self) -> Self:
+        if self.say is None and self.tool is None:
+            raise ValueError("a step says something, calls a tool, or both")
+        if self.then is not None and self.tool is None:
+            raise ValueError("`then` follows a tool call: give `tool` too")
+        return self
+
+
 class LanguageModel(_Strict):
     provider: Literal["openai", "bedrock", "scripted"] = "openai"
     model: str = Field(default="gpt-4o-mini", min_length=1)
     temperature: float = Field(default=0.4, ge=0.0, le=2.0)
     max_tokens: int = Field(default=150, ge=1, le=4096)
+    # The scripted model (provider "scripted", or standing in offline when no API key is configured); without
+    # a flow it only ever says the fallback.
+    flow: list[FlowStep] = Field(default_factory=list, description="The scripted model's steps, in priority order.")
+    fallback: str = Field(
+        default="Sorry, I didn't catch that. Could you say it another way?",
+        min_length=1,
+        max_length=1000,
+        description="What the scripted model says when no step of the flow matches.",
+    )
 
 
 class Conversation(_Strict):
@@ -196,6 +249,14 @@ class AgentConfig(_Strict):
         "tool: the LLM gets a search_knowledge_base tool to call when it wants.",
     )
     outbound: Outbound | None = None
+
+    @model_validator(mode="after")
+    def _flow_uses_enabled_tools(self) -> Self:
+        enabled = self.tools.enabled
+        for index, step in enumerate(self.llm.flow):
+            if step.tool is not None and step.tool.name not in enabled:
+                raise ValueError(f"llm.flow.{index}.tool: {step.tool.name.value} is not among this agent's tools")
+        return self
 
     @model_validator(mode="after")
     def _direction_needs(self) -> Self:

@@ -16,10 +16,8 @@ after its audio stopped at the ear), `during_reply_ms` (that far into the agent'
 the next one) or `after_previous_ms` (that long after the previous step ended). See README.md.
 """
 
-import re
 import zlib
 from dataclasses import dataclass
-from datetime import date, timedelta
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Final, Literal, Self
@@ -46,8 +44,8 @@ from streaming.simulator.speech import (
     plan_noise,
     plan_speech,
 )
+from switchboard.agent import ScriptedTool as ScriptedTool  # shared with the scripted LLM's flow
 from switchboard.call import AgentId
-from switchboard.tool import ToolName
 
 SCENARIO_DIR: Final = Path(__file__).resolve().parent / "scenarios"
 DEFAULT_REPLY_GAP_MS: Final = 400
@@ -220,28 +218,6 @@ Step = Annotated[
         custom_error_message=f"a step has exactly one of: {', '.join(_STEP_KEYS)}",
     ),
 ]
-
-
-_NEXT_WEEKDAY = re.compile(r"\{next:(mon|tue|wed|thu|fri|sat|sun)\}")
-_WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-
-
-class ScriptedTool(_Strict):
-    """A tool call of the simulated LLM. In string arguments, `{next:tue}` stands for the date of the next
-    Tuesday after today (ISO), so that a scripted booking stays in the future whenever the script runs."""
-
-    name: ToolName
-    arguments: dict[str, Any] = Field(default_factory=dict)
-
-    def arguments_on(self, today: date) -> dict[str, Any]:
-        def next_day(match: re.Match[str]) -> str:
-            ahead = (_WEEKDAYS.index(match[1]) - today.weekday() - 1) % 7 + 1
-            return (today + timedelta(days=ahead)).isoformat()
-
-        return {
-            name: _NEXT_WEEKDAY.sub(next_day, value) if isinstance(value, str) else value
-            for name, value in self.arguments.items()
-        }
 
 
 class AgentReply(_Strict):
