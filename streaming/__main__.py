@@ -10,22 +10,33 @@ import asyncio
 import os
 import socket
 import sys
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
 
 import redis.asyncio as aioredis
 from aws_lambda_powertools.utilities import parameters
 from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterError, TransformParameterError
 from botocore.exceptions import BotoCoreError
 from pydantic import ValidationError
+from uvicorn.loops.auto import auto_loop_factory
 
+from streaming.knowledge import KnowledgeBase, load_knowledge
+from streaming.phrases import PhraseStore, warm_agents
 from streaming.providers.base import Providers
+from streaming.providers.choice import (
+    AgentProviders,
+    ProviderError,
+    ProviderKeys,
+    ProviderMode,
+    build_agent_providers,
+)
 from streaming.server import Engine, Services, create_app
 from streaming.serving import MediaServer, uvicorn_config
 from streaming.tool_client import SignedToolActions
 from streaming.tools import ToolActions
 from switchboard.agent import AgentConfigError, AgentDirectory
 from switchboard.events import CallEvents
+from switchboard.observability import logger
 from switchboard.records import CallRecords
 from switchboard.settings import SettingsError, StreamingSettings, load_settings
 from switchboard.state import CallStateStore
@@ -33,10 +44,6 @@ from switchboard.stream_token import StreamTokenSigner
 from switchboard.twilio_rest import SECRET_MAX_AGE_S, load_twilio_credentials
 from switchboard.twilio_signature import TwilioSignature
 
-# Which speech, language and voice providers the calls use. Only "simulated" exists until the AWS and
-# OpenAI ones land; it has no default so that a deployment never runs on simulated providers by accident.
-PROVIDERS_VARIABLE = "SWITCHBOARD_PROVIDERS"
-AVAILABLE_PROVIDERS = ("simulated",)
 # Redis is on the critical path of every call start: fail a command quickly rather than hang a call.
 REDIS_TIMEOUT_S = 2.0
 EXIT_BAD_CONFIGURATION = 2
@@ -53,13 +60,17 @@ class MediaService:
     settings: StreamingSettings
     services: Services
     tools: SignedToolActions
+    providers: Providers
 
     async def aclose(self) -> None:
+        if isinstance(self.providers, AgentProviders):
+            await self.providers.aclose()
         await self.tools.aclose()
         await self.services.redis.aclose()
 
 
-def build(settings: StreamingSettings) -> MediaService:
+async def build(settings: StreamingSettings) -> MediaService:
+    """Everything a call needs, checked; in the loop that will serve (provider clients bind to it)."""
     twilio = _secret("TWILIO_SECRET_ARN", lambda: load_twilio_credentials(settings.twilio_secret_arn))
     token_key = _secret(
         "STREAM_TOKEN_SECRET_ARN",
@@ -77,11 +88,25 @@ def build(settings: StreamingSettings) -> MediaService:
         agents = AgentDirectory.load(settings.agents_dir)
     except AgentConfigError as exc:
         raise StartupError(f"AGENTS_DIR: {exc}") from exc
-    providers = _providers()
+    try:
+        knowledge = load_knowledge(agents)
+    except (OSError, ValueError) as exc:
+        raise StartupError(f"knowledge base: {exc}") from exc
+    providers = await _providers(settings, agents)
     redis = aioredis.Redis.from_url(
         str(settings.redis_url), socket_timeout=REDIS_TIMEOUT_S, socket_connect_timeout=REDIS_TIMEOUT_S
     )
-    tools = _tool_actions(settings)
+    try:
+        tools = _tool_actions(settings)
+    except StartupError:
+        await redis.aclose()
+        if isinstance(providers, AgentProviders):
+            await providers.aclose()
+        raise
+    # Shared with every task of the deployment through Redis: a new task reads the phrases, not Polly.
+    phrase_store = PhraseStore(redis=redis)
+    if isinstance(providers, AgentProviders):
+        await _warm_phrases(agents, providers, phrase_store)
     engine_factory = _engine_factory(
         agents=agents,
         providers=providers,
@@ -90,6 +115,8 @@ def build(settings: StreamingSettings) -> MediaService:
         records=CallRecords(settings.calls_table),
         events=CallEvents(settings.event_bus_name) if settings.event_bus_name else None,
         owner=f"{socket.gethostname()}:{os.getpid()}",
+        knowledge=knowledge,
+        phrase_store=phrase_store,
     )
     services = Services(
         signature=signature,
@@ -98,7 +125,17 @@ def build(settings: StreamingSettings) -> MediaService:
         engine_factory=engine_factory,
         drain_seconds=settings.drain_seconds,
     )
-    return MediaService(settings, services, tools)
+    return MediaService(settings, services, tools, providers)
+
+
+async def _warm_phrases(agents: AgentDirectory, providers: AgentProviders, store: PhraseStore) -> None:
+    """Every agent's greeting, fillers, reprompt and goodbye ready before the first call. A phrase that fails
+    here is synthesized when a call needs it: a start is not refused for it."""
+    report = await warm_agents(agents, lambda agent: providers.by_agent[agent.id].tts, store)
+    if report.failed:
+        logger.warning("some phrases could not be synthesized at start", extra=asdict(report))
+    else:
+        logger.info("phrases ready", extra=asdict(report))
 
 
 def _secret[T](variable: str, read: Callable[[], T]) -> T:
@@ -108,16 +145,27 @@ def _secret[T](variable: str, read: Callable[[], T]) -> T:
         raise StartupError(f"{variable}: cannot read the secret: {exc}") from exc
 
 
-def _providers() -> Providers:
-    choice = os.environ.get(PROVIDERS_VARIABLE)
-    if choice not in AVAILABLE_PROVIDERS:
-        found = "is not set" if choice is None else f"is {choice!r}"
-        available = ", ".join(AVAILABLE_PROVIDERS)
-        raise StartupError(f"{PROVIDERS_VARIABLE} {found}: the providers available are {available}")
-    from streaming.providers.simulated import LatencyProfile, SimulatedProviders
-    from streaming.simulator import shipped_scenarios
+async def _providers(settings: StreamingSettings, agents: AgentDirectory) -> Providers:
+    mode = ProviderMode(settings.providers)
+    if mode is ProviderMode.SIMULATED:
+        from streaming.providers.simulated import LatencyProfile, SimulatedProviders
+        from streaming.simulator import shipped_scenarios
 
-    return SimulatedProviders(shipped_scenarios(), LatencyProfile.reference())
+        logger.warning("SWITCHBOARD_PROVIDERS=simulated: calls follow the simulator's scenarios, not callers")
+        return SimulatedProviders(shipped_scenarios(), LatencyProfile.reference())
+    openai_key = None
+    if mode is ProviderMode.AGENTS and settings.openai_secret_arn is not None:
+        arn = settings.openai_secret_arn
+        openai_key = _secret("OPENAI_SECRET_ARN", lambda: str(parameters.get_secret(arn, max_age=SECRET_MAX_AGE_S)))
+    keys = ProviderKeys(
+        region=settings.aws_region,
+        openai_api_key=openai_key.strip() if openai_key else None,
+        openai_base_url=str(settings.openai_base_url) if settings.openai_base_url else None,
+    )
+    try:
+        return await build_agent_providers(agents, mode, keys)
+    except ProviderError as exc:
+        raise StartupError(f"SWITCHBOARD_PROVIDERS={mode.value}: {exc}") from exc
 
 
 def _tool_actions(settings: StreamingSettings) -> SignedToolActions:
@@ -138,33 +186,48 @@ def _engine_factory(
     records: CallRecords,
     events: CallEvents | None,
     owner: str,
+    knowledge: Mapping[str, KnowledgeBase],
+    phrase_store: PhraseStore,
 ) -> Callable[[], Engine]:
     from streaming.call import CallEngine, EngineDeps
 
     deps = EngineDeps(
-        agents=agents, providers=providers, tools=tools, store=store, records=records, events=events, owner=owner
+        agents=agents,
+        providers=providers,
+        tools=tools,
+        store=store,
+        records=records,
+        events=events,
+        owner=owner,
+        knowledge=knowledge,
+        phrase_store=phrase_store,
     )
     return lambda: CallEngine(deps)
 
 
-async def serve(server: MediaServer, service: MediaService) -> None:
+async def serve(settings: StreamingSettings) -> int:
     try:
-        await server.serve()
+        service = await build(settings)
+    except StartupError as exc:
+        print(f"switchboard media server: {exc}", file=sys.stderr)
+        return EXIT_BAD_CONFIGURATION
+    try:
+        app = create_app(service.services)
+        await MediaServer(uvicorn_config(app, port=settings.port), app).serve()
     finally:
         await service.aclose()
+    return 0
 
 
 def main() -> int:
     try:
-        service = build(load_settings(StreamingSettings))
-    except (SettingsError, StartupError) as exc:
+        settings = load_settings(StreamingSettings)
+    except SettingsError as exc:
         print(f"switchboard media server: {exc}", file=sys.stderr)
         return EXIT_BAD_CONFIGURATION
-    app = create_app(service.services)
-    config = uvicorn_config(app, port=service.settings.port)
-    # uvloop when installed (uvicorn[standard] brings it): less CPU per frame, more calls per vCPU.
-    asyncio.run(serve(MediaServer(config, app), service), loop_factory=config.get_loop_factory())
-    return 0
+    # uvloop when installed (uvicorn[standard] brings it): less CPU per frame, more calls per vCPU. The
+    # loop is uvicorn's "auto" choice, made before the app exists: the providers are built in it.
+    return asyncio.run(serve(settings), loop_factory=auto_loop_factory())
 
 
 if __name__ == "__main__":

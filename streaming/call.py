@@ -43,7 +43,7 @@ from streaming.barge_in import BargeInSettings
 from streaming.conversation import ContextSaver, Conversation, TurnWriter, new_context
 from streaming.dialogue import CallEnd, CallEnded, Dialogue
 from streaming.knowledge import KnowledgeBase
-from streaming.phrases import APOLOGY, PhraseCache, PhraseStore
+from streaming.phrases import PhraseCache, PhraseStore, fixed_phrases
 from streaming.playback import Playback, SendClear, SendMark
 from streaming.protocol import Dtmf, Mark, Media, StartInfo, Stop
 from streaming.providers.base import CallProviders, Providers, SpeechSession
@@ -265,12 +265,7 @@ class _Call:
         phrases = PhraseCache(providers.tts, voice=agent.voice, language=agent.language, store=self.deps.phrase_store)
         self._phrases = phrases
         stack.push_async_callback(phrases.close)
-        conversation = agent.conversation
-        warm = asyncio.create_task(
-            phrases.warm(
-                [agent.greeting, *conversation.fillers, conversation.idle_reprompt, conversation.goodbye, APOLOGY]
-            )
-        )
+        warm = asyncio.create_task(phrases.warm(fixed_phrases(agent)))
         stack.push_async_callback(_cancel, warm)
         self._stt = await self._open_stt()
         stack.push_async_callback(self._close_stt)

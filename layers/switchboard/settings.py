@@ -6,7 +6,7 @@ Manager secrets that hold them (read through Powertools Parameters).
 """
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import AnyHttpUrl, AnyUrl, Field, UrlConstraints, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -86,7 +86,13 @@ class StreamingSettings(_TwilioSettings):
     public_stream_url: WssUrl
     tools_api_url: HttpsUrl
     stream_token_secret_arn: SecretArn
+    # Which providers calls use (streaming.providers.choice): each agent's own ("agents"), the offline engines
+    # for every agent ("offline"), or the simulator's scenarios ("simulated", tests and benchmarks).
+    providers: Literal["agents", "offline", "simulated"] = Field(default="agents", alias="SWITCHBOARD_PROVIDERS")
+    # The OpenAI key's secret (its value is the key). Unset, agents on OpenAI answer with their scripted flow.
     openai_secret_arn: SecretArn | None = None
+    # An OpenAI-compatible server instead of OpenAI's API (a proxy, vLLM, Ollama).
+    openai_base_url: AnyHttpUrl | None = None
     port: int = Field(default=8080, ge=1, le=65535)
     # ECS gives a task at most 120 s between SIGTERM and SIGKILL: drain, then hand the calls over, within it.
     drain_seconds: int = Field(default=100, ge=0, le=110)

@@ -7,6 +7,7 @@ call engine and simulated providers, and answers its health check.
 import asyncio
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -18,11 +19,13 @@ import pytest
 from aws_lambda_powertools.utilities import parameters
 from moto import mock_aws
 
-from streaming.__main__ import PROVIDERS_VARIABLE, MediaService, StartupError, build
+from streaming.__main__ import MediaService, StartupError, build
+from streaming.providers.choice import AgentProviders, Choice
 from streaming.server import create_app
 from streaming.serving import MediaServer, uvicorn_config
+from switchboard.agent import AgentDirectory
 from switchboard.records import table_definition
-from switchboard.settings import StreamingSettings, load_settings
+from switchboard.settings import SettingsError, StreamingSettings, load_settings
 from tests.conftest import REPO
 from tests.support.net import free_port
 from tests.support.twilio_stub import ACCOUNT_SID, AUTH_TOKEN
@@ -51,7 +54,7 @@ def environment(aws_env: None, redis_url: str, monkeypatch: pytest.MonkeyPatch) 
             "STREAM_TOKEN_SECRET_ARN": token,
             "PORT": str(free_port()),
             "DRAIN_SECONDS": "5",
-            PROVIDERS_VARIABLE: "simulated",
+            "SWITCHBOARD_PROVIDERS": "simulated",
         }
         for name, value in values.items():
             monkeypatch.setenv(name, value)
@@ -65,7 +68,7 @@ def settings() -> StreamingSettings:
 
 
 async def test_the_built_service_serves_its_health_check(environment: dict[str, str]) -> None:
-    service = build(settings())
+    service = await build(settings())
     assert isinstance(service, MediaService)
     assert service.services.drain_seconds == 5
     assert service.services.signature.stream_url == "wss://media.example.com/media"
@@ -88,44 +91,29 @@ async def test_the_built_service_serves_its_health_check(environment: dict[str, 
         await service.aclose()
 
 
-@pytest.mark.parametrize(
-    ("value", "message"),
-    [
-        pytest.param(None, f"{PROVIDERS_VARIABLE} is not set", id="unset"),
-        pytest.param("openai", f"{PROVIDERS_VARIABLE} is 'openai'", id="not-available"),
-    ],
-)
-def test_providers_must_be_chosen_explicitly(
-    environment: dict[str, str], monkeypatch: pytest.MonkeyPatch, value: str | None, message: str
+async def test_an_unreadable_secret_stops_the_start(
+    environment: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    if value is None:
-        monkeypatch.delenv(PROVIDERS_VARIABLE)
-    else:
-        monkeypatch.setenv(PROVIDERS_VARIABLE, value)
-    with pytest.raises(StartupError, match=message) as raised:
-        build(settings())
-    assert "simulated" in str(raised.value)
-
-
-def test_an_unreadable_secret_stops_the_start(environment: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TWILIO_SECRET_ARN", "arn:aws:secretsmanager:us-east-1:123456789012:secret:absent-AbCdEf")
     with pytest.raises(StartupError, match="TWILIO_SECRET_ARN: cannot read the secret"):
-        build(settings())
+        await build(settings())
 
 
-def test_a_short_stream_token_key_stops_the_start(environment: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_short_stream_token_key_stops_the_start(
+    environment: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     short = boto3.client("secretsmanager").create_secret(Name="short", SecretString="too short")["ARN"]
     monkeypatch.setenv("STREAM_TOKEN_SECRET_ARN", short)
     with pytest.raises(StartupError, match="at least 32 bytes"):
-        build(settings())
+        await build(settings())
 
 
-def test_a_bad_agents_directory_stops_the_start(
+async def test_a_bad_agents_directory_stops_the_start(
     environment: dict[str, str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.setenv("AGENTS_DIR", str(tmp_path))
     with pytest.raises(StartupError, match=r"AGENTS_DIR: .*no agent files"):
-        build(settings())
+        await build(settings())
 
 
 def test_the_process_exits_naming_every_missing_setting(tmp_path: Path) -> None:
@@ -142,3 +130,73 @@ def test_the_process_exits_naming_every_missing_setting(tmp_path: Path) -> None:
     assert finished.returncode == 2
     for variable in ("AWS_REGION", "CALLS_TABLE", "REDIS_URL", "PUBLIC_STREAM_URL", "STREAM_TOKEN_SECRET_ARN"):
         assert f"{variable}: is not set" in finished.stderr
+
+
+# -- providers ----------------------------------------------------------------------------------------------
+
+
+async def test_by_default_each_agent_runs_on_its_own_providers(
+    environment: dict[str, str], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Transcribe and Polly (voices checked against Polly, on moto), and without an OpenAI key the agents'
+    scripted flows, said at start; the fixed phrases are warmed into Redis."""
+    monkeypatch.delenv("SWITCHBOARD_PROVIDERS")
+    service = await build(settings())
+    try:
+        assert isinstance(service.providers, AgentProviders)
+        on_aws = Choice(stt="transcribe", tts="polly", llm="scripted")
+        assert service.providers.choices == {"appointment-reminder": on_aws, "clinic-receptionist": on_aws}
+        said = caplog.messages
+        assert sum("no OpenAI key is configured" in message for message in said) == 2
+        assert "phrases ready" in said
+        assert await service.services.redis.keys("phrase:*")
+    finally:
+        await service.aclose()
+
+
+async def test_with_an_openai_key_the_agents_on_openai_use_it(
+    environment: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key = boto3.client("secretsmanager").create_secret(Name="switchboard/openai", SecretString="sk-test")["ARN"]
+    monkeypatch.setenv("OPENAI_SECRET_ARN", key)
+    monkeypatch.setenv("SWITCHBOARD_PROVIDERS", "agents")
+    service = await build(settings())
+    try:
+        assert isinstance(service.providers, AgentProviders)
+        assert {choice.llm for choice in service.providers.choices.values()} == {"openai"}
+        agent = AgentDirectory.load(REPO / "agents").get("clinic-receptionist")
+        assert agent is not None
+        assert type(service.providers.for_call(agent, {}).llm).__name__ == "OpenAILanguageModel"
+    finally:
+        await service.aclose()
+
+
+async def test_offline_runs_every_agent_on_the_offline_engines(
+    environment: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SWITCHBOARD_PROVIDERS", "offline")
+    service = await build(settings())
+    try:
+        assert isinstance(service.providers, AgentProviders)
+        offline = Choice(stt="pocketsphinx", tts="espeak", llm="scripted")
+        assert set(service.providers.choices.values()) == {offline}
+    finally:
+        await service.aclose()
+
+
+async def test_a_voice_without_the_agents_engine_stops_the_start(
+    environment: dict[str, str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    source = (REPO / "agents" / "clinic-receptionist.yaml").read_text()
+    (tmp_path / "clinic-receptionist.yaml").write_text(source.replace("engine: neural", "engine: generative"))
+    shutil.copytree(REPO / "agents" / "clinic-receptionist", tmp_path / "clinic-receptionist")
+    monkeypatch.setenv("AGENTS_DIR", str(tmp_path))
+    monkeypatch.setenv("SWITCHBOARD_PROVIDERS", "agents")
+    with pytest.raises(StartupError, match=r"clinic-receptionist.*Joanna does not support the generative engine"):
+        await build(settings())
+
+
+async def test_an_unknown_provider_mode_is_named(environment: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SWITCHBOARD_PROVIDERS", "openai")
+    with pytest.raises(SettingsError, match="SWITCHBOARD_PROVIDERS"):
+        settings()
