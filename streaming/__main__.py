@@ -17,7 +17,7 @@ import redis.asyncio as aioredis
 from aws_lambda_powertools.utilities import parameters
 from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterError, TransformParameterError
 from botocore.exceptions import BotoCoreError
-from pydantic import ValidationError
+from pydantic import BaseModel, Field, SecretStr, ValidationError
 from uvicorn.loops.auto import auto_loop_factory
 
 from streaming.knowledge import KnowledgeBase, load_knowledge
@@ -47,6 +47,8 @@ from switchboard.twilio_signature import TwilioSignature
 # Redis is on the critical path of every call start: fail a command quickly rather than hang a call.
 REDIS_TIMEOUT_S = 2.0
 EXIT_BAD_CONFIGURATION = 2
+# What the OpenAI key's secret holds until a key is put there (the CDK stack creates it so).
+OPENAI_KEY_UNSET = "unset"
 
 
 class StartupError(RuntimeError):
@@ -93,9 +95,7 @@ async def build(settings: StreamingSettings) -> MediaService:
     except (OSError, ValueError) as exc:
         raise StartupError(f"knowledge base: {exc}") from exc
     providers = await _providers(settings, agents)
-    redis = aioredis.Redis.from_url(
-        str(settings.redis_url), socket_timeout=REDIS_TIMEOUT_S, socket_connect_timeout=REDIS_TIMEOUT_S
-    )
+    redis = _redis(settings)
     try:
         tools = _tool_actions(settings)
     except StartupError:
@@ -128,6 +128,29 @@ async def build(settings: StreamingSettings) -> MediaService:
     return MediaService(settings, services, tools, providers)
 
 
+class RedisAuth(BaseModel):
+    """The cache user's credentials, from their secret."""
+
+    username: str = Field(min_length=1)
+    password: SecretStr = Field(min_length=1)
+
+
+def _redis(settings: StreamingSettings) -> aioredis.Redis:
+    auth: RedisAuth | None = None
+    if (arn := settings.redis_auth_secret_arn) is not None:
+        auth = _secret(
+            "REDIS_AUTH_SECRET_ARN",
+            lambda: RedisAuth.model_validate(parameters.get_secret(arn, transform="json", max_age=SECRET_MAX_AGE_S)),
+        )
+    return aioredis.Redis.from_url(
+        str(settings.redis_url),
+        username=auth.username if auth else None,
+        password=auth.password.get_secret_value() if auth else None,
+        socket_timeout=REDIS_TIMEOUT_S,
+        socket_connect_timeout=REDIS_TIMEOUT_S,
+    )
+
+
 async def _warm_phrases(agents: AgentDirectory, providers: AgentProviders, store: PhraseStore) -> None:
     """Every agent's greeting, fillers, reprompt and goodbye ready before the first call. A phrase that fails
     here is synthesized when a call needs it: a start is not refused for it."""
@@ -157,6 +180,9 @@ async def _providers(settings: StreamingSettings, agents: AgentDirectory) -> Pro
     if mode is ProviderMode.AGENTS and settings.openai_secret_arn is not None:
         arn = settings.openai_secret_arn
         openai_key = _secret("OPENAI_SECRET_ARN", lambda: str(parameters.get_secret(arn, max_age=SECRET_MAX_AGE_S)))
+        # The stack creates the secret before anyone has a key to put in it.
+        if openai_key.strip() in ("", OPENAI_KEY_UNSET):
+            openai_key = None
     keys = ProviderKeys(
         region=settings.aws_region,
         openai_api_key=openai_key.strip() if openai_key else None,

@@ -82,14 +82,18 @@ class DialerSettings(_TwilioSettings):
 class StreamingSettings(_TwilioSettings):
     """The Fargate media service: one WebSocket per live call."""
 
+    # Without credentials: they come from REDIS_AUTH_SECRET_ARN, never from the environment.
     redis_url: RedisUrl
+    # The cache user's credentials, JSON {"username": ..., "password": ...}; unset, Redis has no AUTH (locally).
+    redis_auth_secret_arn: SecretArn | None = None
     public_stream_url: WssUrl
     tools_api_url: HttpsUrl
     stream_token_secret_arn: SecretArn
     # Which providers calls use (streaming.providers.choice): each agent's own ("agents"), the offline engines
     # for every agent ("offline"), or the simulator's scenarios ("simulated", tests and benchmarks).
     providers: Literal["agents", "offline", "simulated"] = Field(default="agents", alias="SWITCHBOARD_PROVIDERS")
-    # The OpenAI key's secret (its value is the key). Unset, agents on OpenAI answer with their scripted flow.
+    # The OpenAI key's secret (its value is the key; "unset" until one is put there). Without a key, agents on
+    # OpenAI answer with their scripted flow.
     openai_secret_arn: SecretArn | None = None
     # An OpenAI-compatible server instead of OpenAI's API (a proxy, vLLM, Ollama).
     openai_base_url: AnyHttpUrl | None = None

@@ -16,6 +16,7 @@ from pathlib import Path
 import boto3
 import httpx
 import pytest
+import redis.asyncio as aioredis
 from aws_lambda_powertools.utilities import parameters
 from moto import mock_aws
 
@@ -200,3 +201,44 @@ async def test_an_unknown_provider_mode_is_named(environment: dict[str, str], mo
     monkeypatch.setenv("SWITCHBOARD_PROVIDERS", "openai")
     with pytest.raises(SettingsError, match="SWITCHBOARD_PROVIDERS"):
         settings()
+
+
+async def test_the_cache_credentials_come_from_their_secret(
+    environment: dict[str, str], monkeypatch: pytest.MonkeyPatch, redis_client: aioredis.Redis
+) -> None:
+    user, password = "media-service", "a-generated-cache-password"
+    await redis_client.acl_setuser(user, enabled=True, passwords=[f"+{password}"], keys=["*"], commands=["+@all"])
+    try:
+        auth = json.dumps({"username": user, "password": password})
+        arn = boto3.client("secretsmanager").create_secret(Name="switchboard/cache", SecretString=auth)["ARN"]
+        monkeypatch.setenv("REDIS_AUTH_SECRET_ARN", arn)
+        service = await build(settings())
+        try:
+            assert await service.services.redis.acl_whoami() == user
+        finally:
+            await service.aclose()
+    finally:
+        await redis_client.acl_deluser(user)
+
+
+async def test_a_cache_secret_without_credentials_stops_the_start(
+    environment: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    arn = boto3.client("secretsmanager").create_secret(Name="cache", SecretString='{"username": "x"}')["ARN"]
+    monkeypatch.setenv("REDIS_AUTH_SECRET_ARN", arn)
+    with pytest.raises(StartupError, match=r"REDIS_AUTH_SECRET_ARN: cannot read the secret(.|\n)*password"):
+        await build(settings())
+
+
+async def test_an_openai_secret_still_unset_means_no_key(
+    environment: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    unset = boto3.client("secretsmanager").create_secret(Name="switchboard/openai", SecretString="unset")["ARN"]
+    monkeypatch.setenv("OPENAI_SECRET_ARN", unset)
+    monkeypatch.setenv("SWITCHBOARD_PROVIDERS", "agents")
+    service = await build(settings())
+    try:
+        assert isinstance(service.providers, AgentProviders)
+        assert {choice.llm for choice in service.providers.choices.values()} == {"scripted"}
+    finally:
+        await service.aclose()
