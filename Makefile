@@ -14,6 +14,8 @@ help:
 	@echo "make test   install what is missing, then lint, type-check and run every test"
 	@echo "make bench  the benchmarks, written to bench/results/latest.json (a few minutes)"
 	@echo "make openapi  regenerate docs/openapi.json from the functions' routes"
+	@echo "make synth  the CloudFormation template in cdk.out (offline, no Docker; DOMAIN=... for your own)"
+	@echo "make deploy DOMAIN=media.example.com  deploy the platform (docs/deploy.md)"
 	@echo "make lint   ruff and mypy"
 	@echo "make fmt    format and auto-fix with ruff"
 
@@ -63,3 +65,22 @@ bench: venv redis-server
 .PHONY: openapi
 openapi: venv
 	$(UV) run --frozen python -m functions.openapi
+
+# The CDK CLI, pinned in infra/package-lock.json. `synth` checks the template with an example media domain
+# unless DOMAIN is given; `deploy` needs the real one. CONTEXT passes more (-c certificateArn=... etc.).
+CDK := infra/node_modules/.bin/cdk
+# jsii prints a banner when this machine's Node 20 is past its end of life; it changes nothing here.
+CDK_ENV := PATH="$(dir $(UV)):$$PATH" JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION=20 CDK_DISABLE_CLI_TELEMETRY=true
+
+$(CDK): infra/package.json infra/package-lock.json
+	npm ci --prefix infra --no-audit --no-fund
+	@touch $@
+
+.PHONY: synth
+synth: venv $(CDK)
+	$(CDK_ENV) $(CDK) synth --quiet --no-notices -c domainName=$(or $(DOMAIN),media.example.com) $(CONTEXT)
+
+.PHONY: deploy
+deploy: venv $(CDK)
+	@test -n "$(DOMAIN)" || { echo "DOMAIN is required: make deploy DOMAIN=media.example.com (docs/deploy.md)"; exit 2; }
+	$(CDK_ENV) $(CDK) deploy --no-notices -c domainName=$(DOMAIN) $(CONTEXT)

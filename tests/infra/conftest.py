@@ -1,0 +1,83 @@
+"""The CDK app, synthesized once per session for each deployment shape the tests look at.
+
+Synthesis is real: the shared layer is bundled (uv installs the locked arm64 wheels, cached between
+runs), the media image is staged (never built: no Docker), and cdk-nag's AwsSolutions pack runs as the
+app runs it.
+"""
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aws_cdk as cdk
+import pytest
+from aws_cdk.assertions import Template
+
+from infra.app import build
+from infra.stack import SwitchboardStack
+
+DOMAIN = "media.example.com"
+REGION = "us-east-1"
+CERTIFICATE_ARN = "arn:aws:acm:us-east-1:123456789012:certificate/0b7c2f3e-5a8d-4c1e-9f00-1234567890ab"
+BEDROCK_MODEL = "anthropic.claude-3-5-haiku-20241022-v1:0"
+
+
+@dataclass(frozen=True)
+class Synthesized:
+    stack: SwitchboardStack
+    template: Template
+    outdir: Path
+
+    @property
+    def json(self) -> dict[str, Any]:
+        return dict(self.template.to_json())
+
+    def logical_id(self, construct: Any) -> str:
+        return self.stack.get_logical_id(construct.node.default_child)
+
+    def resources(self, kind: str) -> dict[str, dict[str, Any]]:
+        return {logical_id: dict(resource) for logical_id, resource in self.template.find_resources(kind).items()}
+
+    def asset_dir(self, asset_hash: str) -> Path:
+        return self.outdir / f"asset.{asset_hash}"
+
+
+REPO = Path(__file__).resolve().parents[2]
+# The feature flags the CDK CLI applies from cdk.json: the tests synthesize what `cdk synth` does.
+CDK_JSON_CONTEXT: dict[str, Any] = json.loads((REPO / "cdk.json").read_text())["context"]
+
+
+def _synth(tmp: Path, context: dict[str, Any]) -> Synthesized:
+    app = cdk.App(outdir=str(tmp), context={**CDK_JSON_CONTEXT, "region": REGION, **context})
+    stack = build(app)
+    app.synth()
+    return Synthesized(stack, Template.from_stack(stack), tmp)
+
+
+@pytest.fixture(scope="session")
+def default_deployment(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
+    """Only the required context: serverless cache, a certificate requested by the stack, no Bedrock."""
+    return _synth(tmp_path_factory.mktemp("cdk-default"), {"domainName": DOMAIN})
+
+
+@pytest.fixture(scope="session")
+def cluster_deployment(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
+    """Every option: a node-based cache, a given certificate, a hosted zone, Bedrock models, alarm email."""
+    return _synth(
+        tmp_path_factory.mktemp("cdk-cluster"),
+        {
+            "domainName": DOMAIN,
+            "certificateArn": CERTIFICATE_ARN,
+            "hostedZoneId": "Z0123456789ABCDEFGHIJ",
+            "hostedZoneName": "example.com",
+            "redisMode": "cluster",
+            "bedrockModelIds": BEDROCK_MODEL,
+            "alarmEmail": "oncall@example.com",
+            "minTasks": "3",
+        },
+    )
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, sort_keys=True)
