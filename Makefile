@@ -56,7 +56,7 @@ test: venv redis-server lint
 
 .PHONY: demo
 demo: venv redis-server
-	$(UV) run --frozen python -m demo $(SCENARIOS)
+	$(UV) run --frozen python -m demo --engines $(or $(ENGINES),simulated) $(SCENARIOS)
 
 .PHONY: bench
 bench: venv redis-server

@@ -127,7 +127,7 @@ async def build_agent_providers(
         await built.aclose()
         raise
     for agent in agents:
-        if agent.llm.provider == "openai" and choices[agent.id].llm == "scripted":
+        if mode is ProviderMode.AGENTS and agent.llm.provider == "openai" and choices[agent.id].llm == "scripted":
             logger.warning(
                 "no OpenAI key is configured (OPENAI_SECRET_ARN): this agent answers with its scripted flow",
                 extra={"agent_id": agent.id},

@@ -44,7 +44,7 @@ from streaming.simulator.scenario import (
     WaitSilent,
 )
 from streaming.simulator.speech import MIN_GAP_MS, CallerSound
-from streaming.simulator.voice import render
+from streaming.simulator.voice import CallerVoice, render, spoken
 from switchboard.observability import call_context, logger
 
 SIGNATURE_HEADER: Final = "X-Twilio-Signature"
@@ -187,6 +187,7 @@ class _Call:
         speed: float,
         resume_parameters: ResumeParameters | None,
         echo_db: float | None,
+        voice: CallerVoice | None = None,
     ) -> None:
         self._url = url
         self._signature = signature
@@ -206,11 +207,16 @@ class _Call:
         self._sound_runs_sent = 0
         self._last_sound_end = float("-inf")
         scenario_key = scenario.model_dump_json()
-        self._audio = {
-            index: _step_audio(scenario, scenario_key, index, sound)
-            for index in range(len(scenario.steps))
-            if (sound := scenario.sound(index)) is not None
-        }
+        self._sounds: dict[int, CallerSound] = {}
+        self._audio: dict[int, bytes] = {}
+        for index, step in enumerate(scenario.steps):
+            text = _step_text(step) if isinstance(step, Say | Backchannel) else None
+            if voice is not None and text is not None:
+                pause_ms = (step.pause_ms if isinstance(step, Say) else None) or scenario.pause_ms
+                self._sounds[index], self._audio[index] = spoken(text, voice, pause_ms=pause_ms)
+            elif (sound := scenario.sound(index)) is not None:
+                self._sounds[index] = sound
+                self._audio[index] = _step_audio(scenario, scenario_key, index, sound)
         self._tasks: list[asyncio.Task[None]] = []
         self._group: asyncio.TaskGroup | None = None
 
@@ -359,7 +365,7 @@ class _Call:
             log = StepLog(index, step.kind, _step_text(step), step.expects_answer)
             self._log.steps.append(log)
             log.timed_out = not await self._triggered(step.trigger, previous)
-            sound = scenario.sound(index)
+            sound = self._sounds.get(index)
             if sound is not None:
                 await self._until(self._last_sound_end + MIN_GAP_MS)
                 await self._sound(index, sound, log)
@@ -475,6 +481,7 @@ async def run_call(
     speed: float = 1.0,
     resume_parameters: ResumeParameters | None = None,
     echo_db: float | None = None,
+    voice: CallerVoice | None = None,
 ) -> CallReport:
     """Play `scenario` as the caller of one Twilio call against the media server at `url` (ws://…/media).
 
@@ -482,7 +489,9 @@ async def run_call(
     with `auth_token`. `parameters` are the stream's customParameters (token, scenario, …); a resume after
     a drop_socket step takes fresh ones from `resume_parameters()`. `speed` > 1 runs the call clock that
     many times faster than real time. `echo_db` mixes the agent's audio back into the caller's at that
-    level (a speakerphone; at most MAX_ECHO_DB). Connection failures on the first upgrade raise.
+    level (a speakerphone; at most MAX_ECHO_DB). `voice` speaks the caller's lines with a real synthesizer
+    instead of the planned speech-like sound, for a speech-to-text that hears audio rather than reading the
+    script (the offline engines). Connection failures on the first upgrade raise.
     """
     if echo_db is not None and echo_db > MAX_ECHO_DB:
         raise ValueError(f"echo_db must be at most {MAX_ECHO_DB} dB, got {echo_db}")
@@ -497,5 +506,6 @@ async def run_call(
             speed=speed,
             resume_parameters=resume_parameters,
             echo_db=echo_db,
+            voice=voice,
         )
         return await call.run(parameters)

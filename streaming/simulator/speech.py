@@ -30,7 +30,8 @@ MIN_GAP_MS: Final = 300
 # syllables, so the average word lasts ~350 ms: 170 words per minute.
 _WORD_BASE_MS: Final = 90.0
 _SYLLABLE_MS: Final = 180.0
-_ELLIPSIS = re.compile(r"…|\.\.\.")
+# "…" or "..." in a script: the caller pauses there.
+ELLIPSIS = re.compile(r"…|\.\.\.")
 _VOWEL_GROUPS = re.compile(r"[aeiouy]+")
 _SPOKEN = re.compile(r"[a-z0-9]")
 
@@ -125,7 +126,7 @@ def plan_speech(
     if pause_ms < MIN_GAP_MS:
         raise ValueError(f"a pause must be at least {MIN_GAP_MS} ms, got {pause_ms}")
     pause_ms = frames_ms(pause_ms)
-    parts = [[w for w in part.split() if is_spoken(w)] for part in _ELLIPSIS.split(text)]
+    parts = [[w for w in part.split() if is_spoken(w)] for part in ELLIPSIS.split(text)]
     all_words = [w for part in parts for w in part]
     if not all_words:
         raise ValueError(f"nothing to say in {text!r}")

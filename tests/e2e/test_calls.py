@@ -10,7 +10,13 @@ import boto3
 import pytest
 
 from streaming.providers.simulated import LatencyProfile
-from tests.support.deployment import APPOINTMENTS_TABLE, LocalCall, LocalDeployment
+from tests.support.deployment import (
+    APPOINTMENTS_TABLE,
+    LocalCall,
+    LocalDeployment,
+    offline_caller_voice,
+    offline_providers,
+)
 
 # Providers answer at once and the caller talks four times faster than real time: the engine keeps its
 # timing on the audio stream's clock, so the conversation is the same, only quicker to test.
@@ -94,3 +100,31 @@ async def test_forged_webhooks_and_streams_write_nothing(deployment: LocalDeploy
     response = await deployment.invoke("voice", forged)
     assert response["statusCode"] == 403
     assert deployment.records().get_call("CA" + "f" * 32) is None
+
+
+async def test_a_call_on_the_offline_engines_speech_both_ways() -> None:
+    """Nothing simulated between the two voices: eSpeak NG says the caller's lines, pocketsphinx hears them,
+    the agent's scripted flow answers and eSpeak NG speaks. pocketsphinx hears phone-band eSpeak roughly
+    (tests/integration/test_offline_engines.py), so this checks the path, not the words."""
+    providers = await offline_providers()
+    offline = LocalDeployment(profile=LatencyProfile.instant(), providers=providers, caller_voice=offline_caller_voice)
+    try:
+        async with offline as run:
+            call = await run.inbound_call("spoken-call")
+    finally:
+        await providers.aclose()
+
+    record = call.timeline["call"]
+    assert record["status"] == "completed"
+    _assert_contiguous(call)
+    turns = _turns(call)
+    assert turns[0]["role"] == "assistant"
+    assert "Thank you for calling" in turns[0]["text"]
+    heard = [turn["text"] for turn in turns if turn["role"] == "user"]
+    assert heard, "pocketsphinx heard nothing of the caller"
+    assert all(text.strip() for text in heard)
+    # Every caller turn was answered by the flow, out loud: an agent turn follows the first caller turn.
+    assert any(
+        turn["role"] == "assistant" for turn in turns[turns.index(next(t for t in turns if t["role"] == "user")) :]
+    )
+    assert len(call.report.v2v_ms) >= 1  # the caller heard a reply

@@ -8,7 +8,8 @@ What runs, and as what:
 - Redis: a redis-server of our own;
 - the Lambda functions: their real handlers, invoked with API Gateway events, off the event loop as Lambda
   would run them, with Twilio's requests signed by twilio's RequestValidator;
-- the media server: the real app under uvicorn, with the real call engine and simulated providers;
+- the media server: the real app under uvicorn, with the real call engine and simulated providers (or the
+  offline engines, pocketsphinx, eSpeak NG and the scripted LLM, with the caller's lines spoken by eSpeak);
 - Twilio's side of the call: the call simulator, connecting to the <Stream> the voice webhook answered with.
 """
 
@@ -32,10 +33,14 @@ from aws_lambda_powertools.utilities import parameters
 from aws_lambda_powertools.utilities.parameters.constants import DEFAULT_PROVIDERS
 
 from streaming.call import CallEngine, EngineDeps
+from streaming.knowledge import load_knowledge
+from streaming.providers.base import Providers
+from streaming.providers.choice import AgentProviders, ProviderKeys, ProviderMode, build_agent_providers
 from streaming.providers.simulated import LatencyProfile, SimulatedProviders
 from streaming.server import Engine, MediaServerApp, Services
 from streaming.simulator import CallReport, run_call, shipped_scenarios
 from streaming.simulator.scenario import Scenario
+from streaming.simulator.voice import CallerVoice
 from streaming.telemetry import TurnReport
 from switchboard.agent import AgentConfig, AgentDirectory
 from switchboard.booking import appointments_table_definition
@@ -185,13 +190,41 @@ class _LambdaTools:
         return ToolResult.model_validate(response_json(response))
 
 
+# The eSpeak voice and rate pocketsphinx hears best over a phone line (tests/integration/test_offline_engines.py).
+OFFLINE_CALLER_VOICE = "en-us+f2"
+OFFLINE_CALLER_WORDS_PER_MINUTE = 140
+
+
+async def offline_providers() -> AgentProviders:
+    """Every shipped agent on the offline engines (pocketsphinx, eSpeak NG, its scripted flow)."""
+    agents = AgentDirectory.load(REPO / "agents")
+    return await build_agent_providers(agents, ProviderMode.OFFLINE, ProviderKeys(region="us-east-1"))
+
+
+def offline_caller_voice(text: str) -> bytes:
+    """The caller's lines spoken by eSpeak NG (PCM16 8 kHz), for a speech-to-text that hears audio."""
+    from streaming.providers.espeak import speech_8khz
+
+    return speech_8khz(text, OFFLINE_CALLER_VOICE, words_per_minute=OFFLINE_CALLER_WORDS_PER_MINUTE)
+
+
 class LocalDeployment:
     """Start with `async with LocalDeployment(...) as deployment`, then place calls with `inbound_call`."""
 
-    def __init__(self, *, profile: LatencyProfile, scenarios: Mapping[str, Scenario] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        profile: LatencyProfile,
+        scenarios: Mapping[str, Scenario] | None = None,
+        providers: Providers | None = None,
+        caller_voice: CallerVoice | None = None,
+    ) -> None:
+        """Simulated providers with `profile`, unless `providers` are given (the offline engines, whose
+        speech-to-text hears audio: then `caller_voice` speaks the scenarios' caller lines)."""
         self.profile = profile
         self.scenarios = dict(scenarios) if scenarios is not None else shipped_scenarios()
-        self.providers = SimulatedProviders(self.scenarios, profile)
+        self.providers: Providers = providers or SimulatedProviders(self.scenarios, profile)
+        self.caller_voice = caller_voice
         self.turn_reports: list[TurnReport] = []
         self.twilio: TwilioStub
         self._stack = contextlib.AsyncExitStack()
@@ -232,6 +265,7 @@ class LocalDeployment:
             records=CallRecords(CALLS_TABLE),
             owner="local-media-server",
             on_turn=self.turn_reports.append,
+            knowledge=load_knowledge(agents),
         )
         self._services = Services(
             signature=TwilioSignature(AUTH_TOKEN, public_stream_url=PUBLIC_STREAM_URL),
@@ -353,6 +387,7 @@ class LocalDeployment:
             scenario=script,
             speed=speed,
             resume_parameters=resume,
+            voice=self.caller_voice,
         )
         if report.ended_by == "agent":
             # We closed the stream: Twilio asks the <Connect action> what next (a hang-up, the call being over).

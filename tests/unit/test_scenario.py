@@ -1,9 +1,12 @@
 """Scenarios: word timing, pauses and segments, triggers, and every shipped scenario file."""
 
+from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from streaming.audio import synth
 from streaming.simulator.scenario import (
     SCENARIO_DIR,
     Backchannel,
@@ -26,6 +29,7 @@ from streaming.simulator.speech import (
     syllables,
     word_duration_ms,
 )
+from streaming.simulator.voice import spoken
 from switchboard.agent import AgentDirectory
 
 REPO = Path(__file__).resolve().parents[2]
@@ -318,3 +322,40 @@ def test_next_weekday_in_tool_arguments_is_always_after_today() -> None:
     assert tool.arguments_on(date(2026, 11, 24)) == {"start": "2026-12-01T10:00", "name": "Sam", "slots": 2}
     assert tool.arguments_on(date(2026, 11, 23))["start"] == "2026-11-24T10:00"
     assert tool.arguments_on(date(2026, 11, 29))["start"] == "2026-12-01T10:00"
+
+
+# -- a real voice for the caller ------------------------------------------------------------------------------
+
+
+def _tone_voice(ms_per_word: int) -> Callable[[str], bytes]:
+    """A stand-in synthesizer: 50 ms of silence, voice as long as the words, 30 ms of silence."""
+
+    def speak(text: str) -> bytes:
+        tone = synth.voiced(len(text.split()) * ms_per_word, f0=150.0, level_dbfs=-12.0)
+        silence = np.zeros(8 * 50, dtype=np.int16), np.zeros(8 * 30, dtype=np.int16)
+        return np.concatenate([silence[0], tone, silence[1]]).astype("<i2").tobytes()
+
+    return speak
+
+
+def test_a_spoken_line_is_as_long_as_its_voice_without_the_silence_around_it() -> None:
+    sound, audio = spoken("one two three", _tone_voice(100), pause_ms=600)
+    (run,) = sound.runs
+    assert (run.kind, run.offset_ms, run.duration_ms) == ("speech", 0, 300)
+    assert [word.text for word in run.words] == ["one", "two", "three"]
+    assert sound.duration_ms == 300
+    assert len(audio) == 300 * 8  # μ-law, one byte a sample
+
+
+def test_a_pause_in_a_spoken_line_is_silence_between_two_runs() -> None:
+    sound, audio = spoken("one two … three", _tone_voice(100), pause_ms=600)
+    first, second = sound.runs
+    assert (first.offset_ms, first.duration_ms) == (0, 200)
+    assert (second.offset_ms, second.duration_ms) == (800, 100)
+    assert sound.pauses == ((200, 800),)
+    assert set(audio[200 * 8 : 800 * 8]) == {0xFF}  # μ-law digital silence
+
+
+def test_a_voice_that_says_nothing_is_refused() -> None:
+    with pytest.raises(ValueError, match="no audible audio"):
+        spoken("hello", lambda text: bytes(1600), pause_ms=600)
