@@ -76,6 +76,9 @@ class MediaService(Construct):
         environment = {
             "AWS_REGION": stack.region,
             "CALLS_TABLE": tables.calls.table_name,
+            # The URL has no credentials: the service reads the cache user's from their secret with its task role.
+            "REDIS_URL": cache.url,
+            "REDIS_AUTH_SECRET_ARN": cache.credentials.secret_arn,
             "AGENTS_DIR": "/app/agents",
             "PUBLIC_STREAM_URL": config.public_stream_url,
             "TOOLS_API_URL": tools_api_url,
@@ -93,14 +96,11 @@ class MediaService(Construct):
             "media",
             image=image,
             environment=environment,
-            # The cache URL holds the cache user's password: ECS reads it from Secrets Manager at start
-            # with the execution role; it is in neither the template nor the task definition.
-            secrets={"REDIS_URL": ecs.Secret.from_secrets_manager(cache.url)},
             port_mappings=[ecs.PortMapping(container_port=PORT)],
             logging=ecs.LogDrivers.aws_logs(stream_prefix="media", log_group=self.log_group),
             stop_timeout=STOP_TIMEOUT,
         )
-        self._grant(config, tables, secrets, bus, tools_invoke_arn)
+        self._grant(config, tables, cache, secrets, bus, tools_invoke_arn)
 
         self.service = ecs.FargateService(
             self,
@@ -185,6 +185,7 @@ class MediaService(Construct):
         self,
         config: DeploymentConfig,
         tables: Tables,
+        cache: CallCache,
         secrets: PlatformSecrets,
         bus: events.IEventBus,
         tools_invoke_arn: str,
@@ -198,9 +199,15 @@ class MediaService(Construct):
             ),
             iam.PolicyStatement(actions=["events:PutEvents"], resources=[bus.event_bus_arn]),
             iam.PolicyStatement(actions=["execute-api:Invoke"], resources=[tools_invoke_arn]),
+            # Read by the service itself at start (Powertools Parameters), so the task role, not the execution role.
             iam.PolicyStatement(
                 actions=["secretsmanager:GetSecretValue"],
-                resources=[secrets.twilio.secret_arn, secrets.stream_token.secret_arn, secrets.openai.secret_arn],
+                resources=[
+                    secrets.twilio.secret_arn,
+                    secrets.stream_token.secret_arn,
+                    secrets.openai.secret_arn,
+                    cache.credentials.secret_arn,
+                ],
             ),
             # Neither Transcribe streaming nor Polly's speech synthesis has a resource to scope to.
             iam.PolicyStatement(actions=["transcribe:StartStreamTranscription"], resources=["*"]),

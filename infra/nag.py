@@ -53,8 +53,8 @@ def acknowledge_findings(stack: "SwitchboardStack") -> None:
     # -- secrets ---------------------------------------------------------------------------------------------
     vendor = (
         "The value is issued by a vendor (Twilio auth token, OpenAI key): rotation happens in the vendor's "
-        "console, then `put-secret-value` (docs/deploy.md); the functions and the service re-read it within 5 "
-        "minutes (Powertools Parameters cache)."
+        "console, then `put-secret-value` (docs/deploy.md); the functions re-read it within 5 minutes (Powertools "
+        "Parameters cache), the media service when its tasks are restarted (it reads its secrets at start)."
     )
     _acknowledge(stack.secrets.twilio, "AwsSolutions-SMG4", vendor)
     _acknowledge(stack.secrets.openai, "AwsSolutions-SMG4", vendor)
@@ -62,17 +62,18 @@ def acknowledge_findings(stack: "SwitchboardStack") -> None:
         stack.secrets.stream_token,
         "AwsSolutions-SMG4",
         "HMAC key of stream tokens that live for seconds; a rotation would invalidate the tokens of calls being "
-        "answered at that moment. Rotate by generating a new value (docs/deploy.md): both readers pick it up "
-        "within their 5-minute cache.",
+        "answered at that moment. Rotate by generating a new value (docs/deploy.md): the voice webhook picks it up "
+        "within its 5-minute cache, the media service when its tasks are restarted.",
     )
-    cache_reason = (
-        "The cache password is set on the ElastiCache user by this stack, and the service's cache URL is "
-        "composed from it: Secrets Manager rotation would change the secret without changing the user. "
-        "Rotate by redeploying with a new generated value. The cache is reachable only from the service's "
-        "security group, inside isolated subnets."
+    _acknowledge(
+        stack.cache.credentials,
+        "AwsSolutions-SMG4",
+        "This stack sets the ElastiCache user's password from this secret's `password` key (a dynamic reference "
+        "resolved at deploy): Secrets Manager rotation would change the secret without changing the user, and the "
+        "service would then fail AUTH. A new password is a new secret, replaced in a deploy: the user's reference "
+        "and the task definition change with its ARN, so CloudFormation updates the user and ECS rolls the tasks. "
+        "The cache is reachable only from the service's security group, inside isolated subnets.",
     )
-    _acknowledge(stack.cache.password, "AwsSolutions-SMG4", cache_reason)
-    _acknowledge(stack.cache.url, "AwsSolutions-SMG4", cache_reason)
 
     if isinstance(stack.cache.resource, elasticache.CfnReplicationGroup):
         _acknowledge(
@@ -152,8 +153,9 @@ def acknowledge_findings(stack: "SwitchboardStack") -> None:
     _acknowledge(
         media.task_definition,
         "AwsSolutions-ECS2",
-        "The environment holds names, URLs and secret ARNs only (StreamingSettings); every secret value is read "
-        "from Secrets Manager, the cache URL through the container's `secrets`.",
+        "The environment holds names, URLs and secret ARNs only (StreamingSettings); REDIS_URL carries no "
+        "credentials. Every secret value, the cache user's included, is read from Secrets Manager by the service "
+        "at start with its task role (Powertools Parameters).",
     )
     _acknowledge(
         media.task_definition,

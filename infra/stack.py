@@ -82,6 +82,11 @@ class SwitchboardStack(Stack):
             "MediaLoadBalancerDns": self.media.load_balancer.load_balancer_dns_name,
             "TwilioSecretArn": self.secrets.twilio.secret_arn,
             "OpenAISecretArn": self.secrets.openai.secret_arn,
+            "StreamTokenSecretArn": self.secrets.stream_token.secret_arn,
+            # The media tasks read their secrets at start: `aws ecs update-service --force-new-deployment` on
+            # these after a secret is set (docs/deploy.md).
+            "MediaCluster": self.media.cluster.cluster_name,
+            "MediaService": self.media.service.service_name,
             "CallsTable": self.tables.calls.table_name,
             "DoNotCallTable": self.tables.do_not_call.table_name,
             "AlarmTopicArn": self.observability.topic.topic_arn,

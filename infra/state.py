@@ -4,11 +4,12 @@ The tables are built from the `create_table` definitions the code itself uses (s
 booking, tool_actions, outbound), so a key or index renamed in the code is renamed here too.
 """
 
+import json
 import re
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from aws_cdk import Fn, RemovalPolicy, SecretValue, Stack
+from aws_cdk import RemovalPolicy, Stack
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_elasticache as elasticache
@@ -130,10 +131,11 @@ def _elasticache_id(stack: Stack, suffix: str) -> str:
 class CallCache(Construct):
     """The live call context: TLS in transit, a password user (AUTH), encrypted at rest, in isolated subnets.
 
-    The service connects as CACHE_USER with a password Secrets Manager generated. Its connection URL
-    (`rediss://user:password@host:port`) is a secret of its own, composed by CloudFormation from the
-    password's dynamic reference, so the template never holds the password and the task gets the URL
-    through ECS's secret injection, not through a plain environment variable.
+    The service connects as CACHE_USER with a password Secrets Manager generated. The user's credentials
+    are one secret, JSON {"username", "password"}, which the service reads at start with its task role
+    (REDIS_AUTH_SECRET_ARN); the ElastiCache user takes its password from the same JSON key through a
+    dynamic reference, so the template never holds it. The URL (`rediss://host:port`) carries no
+    credentials and is plain configuration.
     """
 
     def __init__(self, scope: Construct, construct_id: str, *, config: DeploymentConfig, network: Network) -> None:
@@ -143,11 +145,16 @@ class CallCache(Construct):
         self.security_group = ec2.SecurityGroup(
             self, "SecurityGroup", vpc=network.vpc, description="Call cache", allow_all_outbound=False
         )
-        self.password = secretsmanager.Secret(
+        self.credentials = secretsmanager.Secret(
             self,
-            "Password",
-            description="Password of the cache user the media service connects as (generated).",
-            generate_secret_string=secretsmanager.SecretStringGenerator(exclude_punctuation=True, password_length=64),
+            "Credentials",
+            description='The cache user the media service connects as, JSON {"username", "password"} (generated).',
+            generate_secret_string=secretsmanager.SecretStringGenerator(
+                secret_string_template=json.dumps({"username": CACHE_USER}),
+                generate_string_key="password",
+                exclude_punctuation=True,
+                password_length=64,
+            ),
         )
         # Every ElastiCache user group must hold a user named "default": here it can do nothing at all.
         default_user = elasticache.CfnUser(
@@ -166,7 +173,7 @@ class CallCache(Construct):
             user_id=_elasticache_id(stack, "service"),
             user_name=CACHE_USER,
             access_string="on ~* &* +@all",
-            passwords=[self.password.secret_value.unsafe_unwrap()],
+            passwords=[self.credentials.secret_value_from_json("password").unsafe_unwrap()],
         )
         users = elasticache.CfnUserGroup(
             self,
@@ -221,23 +228,8 @@ class CallCache(Construct):
             group.node.add_dependency(users)
             host = group.attr_primary_end_point_address
             self.resource = group
-        self.url = secretsmanager.Secret(
-            self,
-            "Url",
-            description="The media service's cache URL, password included (composed by the stack).",
-            secret_string_value=SecretValue.unsafe_plain_text(
-                Fn.join(
-                    "",
-                    [
-                        f"rediss://{CACHE_USER}:",
-                        self.password.secret_value.unsafe_unwrap(),
-                        "@",
-                        host,
-                        f":{self.port}",
-                    ],
-                )
-            ),
-        )
+        # No credentials in it (they are in self.credentials): an environment variable like any other.
+        self.url = f"rediss://{host}:{self.port}"
 
     def allow_from(self, peer: ec2.ISecurityGroup) -> None:
         self.security_group.add_ingress_rule(peer, ec2.Port.tcp(self.port), "media service to the call cache")

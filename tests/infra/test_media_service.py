@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 from aws_cdk.assertions import Match
 
 from streaming.server import ACTIVE_CALLS_METRIC, HEALTH_PATH
@@ -55,22 +56,42 @@ def test_image_is_built_from_the_streaming_dockerfile_for_arm64(default_deployme
 def test_environment_fills_the_streaming_settings_and_secrets_stay_out(default_deployment: Synthesized) -> None:
     container = _container(default_deployment)
     variables = {item["Name"]: item["Value"] for item in container["Environment"]}
-    injected = {item["Name"]: item["ValueFrom"] for item in container["Secrets"]}
     required = {name.upper() for name, info in StreamingSettings.model_fields.items() if info.is_required()}
-    assert required <= set(variables) | set(injected), required - set(variables) - set(injected)
+    assert required <= set(variables), required - set(variables)
+    fields = StreamingSettings.model_fields.items()
+    known = {(info.alias or name).upper() for name, info in fields} | {"POWERTOOLS_LOG_LEVEL"}
+    assert set(variables) <= known, set(variables) - known
     assert variables["SWITCHBOARD_PROVIDERS"] == "agents"
     assert variables["PUBLIC_STREAM_URL"] == f"wss://{DOMAIN}/media"
     assert variables["DRAIN_SECONDS"] == "100"
     assert variables["AGENTS_DIR"] == "/app/agents"
-    assert set(injected) == {"REDIS_URL"}
-    assert injected["REDIS_URL"] == {"Ref": default_deployment.logical_id(default_deployment.stack.cache.url)}
+    # Nothing goes through ECS's secret injection: the service reads every secret itself, with its task role.
+    assert "Secrets" not in container
     secrets = set(default_deployment.resources("AWS::SecretsManager::Secret"))
-    for name in ("TWILIO_SECRET_ARN", "STREAM_TOKEN_SECRET_ARN", "OPENAI_SECRET_ARN"):
+    for name in ("TWILIO_SECRET_ARN", "STREAM_TOKEN_SECRET_ARN", "OPENAI_SECRET_ARN", "REDIS_AUTH_SECRET_ARN"):
         assert variables[name]["Ref"] in secrets
+    assert variables["REDIS_AUTH_SECRET_ARN"] == {
+        "Ref": default_deployment.logical_id(default_deployment.stack.cache.credentials)
+    }
     for name in variables:
         if not name.endswith("_SECRET_ARN"):
             assert not any(word in name for word in ("TOKEN", "PASSWORD", "KEY")), name
-    assert "rediss://" not in json.dumps(variables)
+    # Neither a literal secret nor a dynamic reference that CloudFormation would resolve into the task definition.
+    assert "{{resolve:" not in json.dumps(container)
+
+
+@pytest.mark.parametrize(
+    ("deployment_name", "attribute", "port"),
+    [("default_deployment", "Endpoint.Address", 6379), ("cluster_deployment", "PrimaryEndPoint.Address", 6380)],
+)
+def test_redis_url_names_the_cache_endpoint_without_credentials(
+    request: pytest.FixtureRequest, deployment_name: str, attribute: str, port: int
+) -> None:
+    deployment: Synthesized = request.getfixturevalue(deployment_name)
+    variables = {item["Name"]: item["Value"] for item in _container(deployment)["Environment"]}
+    cache = deployment.stack.get_logical_id(deployment.stack.cache.resource)
+    assert variables["REDIS_URL"] == {"Fn::Join": ["", ["rediss://", {"Fn::GetAtt": [cache, attribute]}, f":{port}"]]}
+    assert "@" not in json.dumps(variables["REDIS_URL"])
 
 
 def test_load_balancer_serves_https_for_long_websockets(default_deployment: Synthesized) -> None:
@@ -197,7 +218,27 @@ def test_task_role_holds_exactly_what_the_service_calls(default_deployment: Synt
     assert found["dynamodb:PutItem"] == [calls]
     (invoke,) = found["execute-api:Invoke"]
     assert json.dumps(invoke).endswith('/prod/POST/tools/*"]]}')
-    assert len(found["secretsmanager:GetSecretValue"]) == 3
+    stack = default_deployment.stack
+    readable = (stack.secrets.twilio, stack.secrets.stream_token, stack.secrets.openai, stack.cache.credentials)
+    assert sorted(found["secretsmanager:GetSecretValue"], key=json.dumps) == sorted(
+        ({"Ref": default_deployment.logical_id(secret)} for secret in readable), key=json.dumps
+    )
+
+
+def test_execution_role_reads_no_secret(default_deployment: Synthesized) -> None:
+    # It pulls the image and ships the logs; the secrets are the service's own business (its task role).
+    execution_role = default_deployment.stack.media.task_definition.execution_role
+    assert execution_role is not None
+    role_id = default_deployment.logical_id(execution_role)
+    actions = {
+        action
+        for policy in default_deployment.resources("AWS::IAM::Policy").values()
+        if {"Ref": role_id} in policy["Properties"]["Roles"]
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]
+        for action in (statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]])
+    }
+    assert actions
+    assert not any(action.startswith("secretsmanager:") for action in actions), actions
 
 
 def test_bedrock_streaming_only_on_the_configured_models(cluster_deployment: Synthesized) -> None:

@@ -3,6 +3,7 @@
 import json
 from typing import Any
 
+from streaming.__main__ import OPENAI_KEY_UNSET
 from switchboard.twilio_rest import TwilioCredentials
 from tests.infra.conftest import Synthesized
 
@@ -29,11 +30,38 @@ def test_stream_token_key_is_generated_long_enough(default_deployment: Synthesiz
     assert generated["ExcludePunctuation"] is True
 
 
+def test_openai_secret_starts_as_the_marker_the_service_reads_as_no_key(default_deployment: Synthesized) -> None:
+    props = _secret(default_deployment, default_deployment.stack.secrets.openai)
+    # Not a generated string: OpenAI would be sent it as a key. "unset" runs OpenAI agents on their scripted flow.
+    assert props["SecretString"] == OPENAI_KEY_UNSET == "unset"
+    assert "GenerateSecretString" not in props
+
+
 def test_no_secret_value_is_written_into_the_template(default_deployment: Synthesized) -> None:
+    openai = default_deployment.logical_id(default_deployment.stack.secrets.openai)
     for logical_id, secret in default_deployment.resources("AWS::SecretsManager::Secret").items():
         props = secret["Properties"]
-        if logical_id == default_deployment.logical_id(default_deployment.stack.cache.url):
-            assert "{{resolve:secretsmanager:" in json.dumps(props["SecretString"])
+        if logical_id == openai:
+            assert props["SecretString"] == OPENAI_KEY_UNSET
         else:
             assert "SecretString" not in props, logical_id
             assert "GenerateSecretString" in props, logical_id
+
+
+def test_outputs_name_the_secrets_to_set_and_the_service_to_restart(default_deployment: Synthesized) -> None:
+    stack = default_deployment.stack
+    outputs = default_deployment.json["Outputs"]
+    for name, secret in (
+        ("TwilioSecretArn", stack.secrets.twilio),
+        ("OpenAISecretArn", stack.secrets.openai),
+        ("StreamTokenSecretArn", stack.secrets.stream_token),
+    ):
+        assert outputs[name]["Value"] == {"Ref": default_deployment.logical_id(secret)}, name
+    # What `aws ecs update-service --cluster … --service … --force-new-deployment` takes (docs/deploy.md).
+    assert outputs["MediaCluster"]["Value"] == {"Ref": default_deployment.logical_id(stack.media.cluster)}
+    assert outputs["MediaService"]["Value"] == {
+        "Fn::GetAtt": [default_deployment.logical_id(stack.media.service), "Name"]
+    }
+    # The cache user's secret is not one to set: a value put there would no longer match the user's password.
+    credentials = {"Ref": default_deployment.logical_id(stack.cache.credentials)}
+    assert credentials not in [output["Value"] for output in outputs.values()]

@@ -1,10 +1,13 @@
 """DynamoDB tables as the code defines them, and the call cache: encryption, AUTH, TLS, isolation."""
 
+import json
 from typing import Any
 
 import pytest
 from aws_cdk.assertions import Match
 
+from infra.state import CACHE_USER
+from streaming.__main__ import RedisAuth
 from switchboard import booking, outbound, records, tool_actions
 from tests.infra.conftest import Synthesized, dumps
 
@@ -83,8 +86,12 @@ def test_serverless_cache_requires_a_password_user_in_isolated_subnets(default_d
     )
     users = [u["Properties"] for u in default_deployment.resources("AWS::ElastiCache::User").values()]
     service_user = next(u for u in users if u["UserName"] != "default")
-    # The password is a dynamic reference to the generated secret, never a literal.
-    assert "{{resolve:secretsmanager:" in dumps(service_user["Passwords"])
+    assert service_user["UserName"] == CACHE_USER
+    # The password is a dynamic reference to the generated secret's "password" key, never a literal.
+    credentials = {"Ref": default_deployment.logical_id(default_deployment.stack.cache.credentials)}
+    assert service_user["Passwords"] == [
+        {"Fn::Join": ["", ["{{resolve:secretsmanager:", credentials, ":SecretString:password::}}"]]}
+    ]
     template.resource_count_is("AWS::ElastiCache::ReplicationGroup", 0)
 
 
@@ -118,18 +125,26 @@ def test_replication_group_encrypts_and_authenticates(cluster_deployment: Synthe
     cluster_deployment.template.resource_count_is("AWS::ElastiCache::ServerlessCache", 0)
 
 
-def test_cache_url_secret_is_composed_from_references_only(default_deployment: Synthesized) -> None:
-    url = default_deployment.resources("AWS::SecretsManager::Secret")[
-        default_deployment.logical_id(default_deployment.stack.cache.url)
-    ]["Properties"]["SecretString"]
-    parts = url["Fn::Join"][1]
-    password = {"Ref": default_deployment.logical_id(default_deployment.stack.cache.password)}
-    assert parts == [
-        "rediss://switchboard:{{resolve:secretsmanager:",
-        password,
-        ":SecretString:::}}@",
-        {"Fn::GetAtt": [parts[3]["Fn::GetAtt"][0], "Endpoint.Address"]},
-        ":6379",
-    ]
-    serverless = default_deployment.stack.cache.resource
-    assert parts[3]["Fn::GetAtt"][0] == default_deployment.stack.get_logical_id(serverless)
+def test_cache_credentials_are_generated_in_the_shape_the_service_reads(default_deployment: Synthesized) -> None:
+    secret = default_deployment.resources("AWS::SecretsManager::Secret")[
+        default_deployment.logical_id(default_deployment.stack.cache.credentials)
+    ]["Properties"]
+    assert "SecretString" not in secret
+    generated = secret["GenerateSecretString"]
+    assert generated["GenerateStringKey"] == "password"
+    assert generated["ExcludePunctuation"] is True
+    assert generated["PasswordLength"] == 64
+    template = json.loads(generated["SecretStringTemplate"])
+    # What the media service validates at start (REDIS_AUTH_SECRET_ARN), as the user ElastiCache knows.
+    auth = RedisAuth.model_validate({**template, "password": "x" * generated["PasswordLength"]})
+    assert auth.username == CACHE_USER
+
+
+@pytest.mark.parametrize("deployment_name", ["default_deployment", "cluster_deployment"])
+def test_no_secret_holds_a_cache_url(request: pytest.FixtureRequest, deployment_name: str) -> None:
+    # The URL has no credentials in it, so it is configuration; the only cache secret is the user's.
+    deployment: Synthesized = request.getfixturevalue(deployment_name)
+    stack = deployment.stack
+    expected = (stack.secrets.twilio, stack.secrets.stream_token, stack.secrets.openai, stack.cache.credentials)
+    assert set(deployment.resources("AWS::SecretsManager::Secret")) == {deployment.logical_id(s) for s in expected}
+    assert "rediss://" not in dumps(deployment.resources("AWS::SecretsManager::Secret"))
