@@ -211,7 +211,8 @@ class _Decoding:
         self._frames_of_pending()
         if not endpointer.in_speech:
             return
-        rest = endpointer.end_stream(bytes(self._pending))
+        # end_stream fails on an empty buffer (IndexError in pocketsphinx 5.1): give it one silent sample.
+        rest = endpointer.end_stream(bytes(self._pending) or bytes(2))
         if rest is not None:
             self._decode(rest)
         self._finish(endpointer.speech_end)
