@@ -198,7 +198,8 @@ def result(result_id: str, text: str, start: float, end: float, *, partial: bool
     )
 
 
-FAST = TranscribeSettings(reopen_backoff_s=(0.0, 0.0, 0.0))
+# The tests count audio in 100 ms events (AWS's range; the production default is smaller).
+FAST = TranscribeSettings(chunk_ms=100, reopen_backoff_s=(0.0, 0.0, 0.0))
 
 
 async def start(fake: FakeTranscribe, settings: TranscribeSettings = FAST) -> TranscribeSpeechSession:
@@ -405,7 +406,7 @@ async def test_an_old_stream_is_replaced_at_a_pause() -> None:
 
 async def test_an_old_stream_in_mid_sentence_is_replaced_after_the_grace_with_a_replay() -> None:
     fake = FakeTranscribe()
-    session = await start(fake, TranscribeSettings(stream_limit_s=0.05, stream_limit_grace_s=0.0))
+    session = await start(fake, TranscribeSettings(chunk_ms=100, stream_limit_s=0.05, stream_limit_grace_s=0.0))
     first = fake.streams[0]
     transcripts = session.transcripts()
     await send(session, frames(0, 25))
