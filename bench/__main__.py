@@ -1,8 +1,9 @@
 """`make bench`: every benchmark, written to bench/results/latest.json, with a short table.
 
 Sections: codec (G.711 per 20 ms frame against audioop), latency (voice-to-voice at the caller's ear,
-engine against a sequential pipeline), capacity (concurrent calls per core) and functions (Lambda cold
-init and warm handler time). `python -m bench latency codec` runs a subset; `vad` (docs/vad.md) on request.
+engine against a sequential pipeline), capacity (concurrent calls per core), functions (Lambda cold
+init and warm handler time) and providers (the latency and CPU each provider adapter adds, knowledge
+search time). `python -m bench latency codec` runs a subset; `vad` (docs/vad.md) on request.
 Numbers depend on the machine: latest.json records which one.
 """
 
@@ -22,7 +23,7 @@ from typing import Any
 from tests.support.logs import platform_output_to
 
 RESULTS = Path(__file__).resolve().parent / "results"
-DEFAULT = ("codec", "latency", "capacity", "functions")
+DEFAULT = ("codec", "latency", "capacity", "functions", "providers")
 KNOWN = (*DEFAULT, "vad")
 
 
@@ -68,9 +69,44 @@ def table(results: dict[str, Any]) -> list[str]:
                         f"(one moto round trip {numbers['aws_round_trip_ms_p50']} ms)",
                     )
                 )
+    if providers := results.get("providers"):
+        lines += _providers_rows(providers)
     if vad := results.get("vad"):
         lines.append(f"vad: see docs/vad.md ({len(vad)} result groups)")
     return lines
+
+
+def _providers_rows(providers: dict[str, Any]) -> list[str]:
+    transcribe, polly, espeak, sphinx = (providers[name] for name in ("transcribe", "polly", "espeak", "pocketsphinx"))
+    knowledge = providers["knowledge"]
+
+    def pair(numbers: dict[str, Any], key: str, high: str = "p95") -> str:
+        return f"{numbers[f'{key}_p50']:.2f}/{numbers[f'{key}_{high}']:.2f} ms"
+
+    def cpu(numbers: dict[str, Any]) -> str:
+        return f"CPU {numbers['cpu_s_per_call_minute']:.3f} s per call-minute"
+
+    return [
+        "providers (ms p50/p95 added between the provider's bytes and ours out; real clients, local doubles)",
+        _row("transcribe result added", pair(transcribe, "result_added_ms"), cpu(transcribe)),
+        _row(
+            "transcribe frame wait",
+            pair(transcribe, "audio_wait_ms"),
+            f"{transcribe.get('audio_event_ms', '?')} ms AudioEvents; "
+            f"once its event is full: {pair(transcribe, 'audio_wait_after_chunk_ms')}",
+        ),
+        _row("polly chunk added", pair(polly, "chunk_added_ms"), cpu(polly)),
+        _row("openai token added", pair(providers["openai"], "token_added_ms"), cpu(providers["openai"])),
+        _row("bedrock token added", pair(providers["bedrock"], "token_added_ms"), cpu(providers["bedrock"])),
+        _row("espeak first chunk", pair(espeak, "first_chunk_ms"), cpu(espeak)),
+        _row("pocketsphinx real-time factor", sphinx["real_time_factor"], cpu(sphinx)),
+        _row("knowledge search, clinic p50/p99", pair(knowledge, "clinic_ms", "p99")),
+        _row(
+            f"knowledge search, {knowledge['synthetic_500_passages']} passages",
+            pair(knowledge, "synthetic_500_ms", "p99"),
+            f"CPU {pair(knowledge, 'synthetic_500_cpu_ms', 'p99')}",
+        ),
+    ]
 
 
 def main(sections: list[str]) -> int:

@@ -4,7 +4,7 @@ The agent's `knowledge_search` says how the LLM gets it:
 - "every_turn": the best passages for the caller's turn go into that request's context as a system
   message (not into the history: the next turn gets its own). Retrieval runs on the turn's text before
   the LLM request, so it is on the latency path: BM25 over a few hundred passages is well under a
-  millisecond (`make bench`, "knowledge").
+  millisecond (`make bench`, "providers" → "knowledge").
 - "tool": the LLM gets a `search_knowledge_base` tool and calls it when it wants to; answered here in
   the service, since a read of the agent's own files needs no policy and no Lambda round trip.
 

@@ -76,6 +76,8 @@ class Exchange:
     body: dict[str, Any]
     completed: bool = False
     disconnected: asyncio.Event = field(default_factory=asyncio.Event)
+    # time.perf_counter when each event of the body was handed to the server to write (for the benchmark).
+    written: list[float] = field(default_factory=list)
 
 
 class _DroppedConnection(Exception):
@@ -221,6 +223,8 @@ class PacedBody(Response):
                     return
                 if data is None:
                     raise _DroppedConnection("dropped on purpose")
+                # Taken as the event is handed to the server: after send() returns, the client may have it already.
+                exchange.written.append(time.perf_counter())
                 await send({"type": "http.response.body", "body": data, "more_body": True})
             exchange.completed = True
             await send({"type": "http.response.body", "body": b"", "more_body": False})

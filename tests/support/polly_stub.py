@@ -111,7 +111,7 @@ class SpeechRequest:
     client_port: int = 0  # which connection of the client's it came on
     status: int = 0
     audio_bytes: int = 0  # how much audio the response had in all
-    chunks: list[tuple[float, int]] = field(default_factory=list)  # (perf_counter when written, bytes)
+    chunks: list[tuple[float, int]] = field(default_factory=list)  # (perf_counter as written, bytes)
     closed_by_client: bool = False  # the client closed the connection before the body ended
 
     @property
@@ -289,9 +289,11 @@ def _handler(stub: PollyStub) -> type[BaseHTTPRequestHandler]:
                 self.close_connection = True
 
         def _chunk(self, request: SpeechRequest, data: bytes) -> None:
+            # Timed as the write begins: once it is written, the client may have read it already.
+            started = time.perf_counter()
             self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
             self.wfile.flush()
-            request.chunks.append((time.perf_counter(), len(data)))
+            request.chunks.append((started, len(data)))
 
         def _held(self) -> bool:
             """Wait for release(); False as soon as the client closes the connection instead."""
