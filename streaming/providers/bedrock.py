@@ -36,8 +36,8 @@ from botocore.eventstream import EventStream
 from botocore.exceptions import ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as BotocoreConnectionError
 
-from streaming import counters
 from streaming.providers.base import LanguageModelError, LlmEvent, ReplyDeadlines, TextDelta, ToolCall
+from streaming.providers.retry import RetryableError, with_one_retry
 from switchboard.agent import LanguageModel as LanguageModelSettings
 from switchboard.observability import logger
 from switchboard.state import ChatMessage
@@ -173,14 +173,6 @@ def tool_configuration(tools: Sequence[Mapping[str, Any]]) -> "ToolConfiguration
 # -- the stream -----------------------------------------------------------------------------------------
 
 
-class _Retryable(Exception):
-    """An attempt failed in a way another attempt may not."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(detail)
-        self.reason = reason  # low-cardinality, for the retry counter
-
-
 class _End:
     """The worker read the stream to its end."""
 
@@ -288,31 +280,18 @@ class BedrockLanguageModel:
         self, messages: Sequence[ChatMessage], tools: Sequence[Mapping[str, Any]]
     ) -> AsyncGenerator[LlmEvent]:
         request = self.request(messages, tools)
-        deadlines = self._deadlines
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        retried = False
-        while True:
-            handed_on = False
-            try:
-                async with aclosing(self._attempt(request, started)) as events:
-                    async for event in events:
-                        handed_on = True
-                        yield event
-                return
-            except _Retryable as failure:
-                if handed_on or retried or not deadlines.retry_fits(started, loop.time()):
-                    again = " after a retry" if retried else ""
-                    raise LanguageModelError(f"{self._name} failed{again}: {failure}") from failure
-                retried = True
-                logger.warning(
-                    "the language model failed; trying once more",
-                    extra={"provider": PROVIDER, "reason": failure.reason, "error": str(failure)},
-                )
-                counters.count("LlmRetries", provider=PROVIDER, reason=failure.reason)
+        attempts = with_one_retry(
+            lambda started: self._attempt(request, started),
+            deadlines=self._deadlines,
+            name=self._name,
+            provider=PROVIDER,
+        )
+        async with aclosing(attempts) as events:
+            async for event in events:
+                yield event
 
     async def _attempt(self, request: dict[str, Any], started: float) -> AsyncGenerator[LlmEvent]:
-        """One request: its events as they come; _Retryable for what another attempt may fix."""
+        """One request: its events as they come; RetryableError for what another attempt may fix."""
         loop = asyncio.get_running_loop()
         deadlines = self._deadlines
         total_deadline = started + deadlines.total_s
@@ -331,8 +310,8 @@ class BedrockLanguageModel:
                         item = await queue.get()
                 except TimeoutError as exc:
                     if started_writing:
-                        raise _Retryable("timeout", f"the reply took longer than {deadlines.total_s} s") from exc
-                    raise _Retryable("timeout", f"no first token within {deadlines.first_token_s} s") from exc
+                        raise RetryableError("timeout", f"the reply took longer than {deadlines.total_s} s") from exc
+                    raise RetryableError("timeout", f"no first token within {deadlines.first_token_s} s") from exc
                 if isinstance(item, _End):
                     break
                 if isinstance(item, BaseException):
@@ -369,24 +348,24 @@ class BedrockLanguageModel:
                         },
                     )
             if finish is None:
-                raise _Retryable("stream_cut", "the stream ended before the model finished its reply")
+                raise RetryableError("stream_cut", "the stream ended before the model finished its reply")
             if finish == "max_tokens":
                 logger.info("the reply reached max_tokens", extra={"provider": PROVIDER})
         finally:
             reader.stop()
 
     def _classified(self, error: BaseException) -> Exception:
-        """_Retryable when another attempt may succeed, else the LanguageModelError to raise."""
+        """RetryableError when another attempt may succeed, else the LanguageModelError to raise."""
         if isinstance(error, ClientError):
             # Errors in the stream (EventStreamError) carry the event's name, e.g. "throttlingException".
             code = str(error.response.get("Error", {}).get("Code", ""))
             message = str(error.response.get("Error", {}).get("Message", "")) or str(error)
             detail = f"{code}: {message}"
             if code.lower() in _RETRYABLE_CODES:
-                return _Retryable("rate_limited" if "throttling" in code.lower() else "server_error", detail)
+                return RetryableError("rate_limited" if "throttling" in code.lower() else "server_error", detail)
             return LanguageModelError(f"{self._name} rejected the request ({detail})")
         if isinstance(error, _CONNECTION_ERRORS):
             # Connecting, reading (timeouts included) or a stream cut mid-way.
-            return _Retryable("connection", f"connection failed: {error}")
+            return RetryableError("connection", f"connection failed: {error}")
         # The rest (no credentials, parameters the service model refuses) would fail the same way again.
         return LanguageModelError(f"{self._name}: client error: {error}")

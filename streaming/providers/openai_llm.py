@@ -29,8 +29,8 @@ from openai.types.chat import (
     ChatCompletionToolParam,
 )
 
-from streaming import counters
 from streaming.providers.base import LanguageModelError, LlmEvent, ReplyDeadlines, TextDelta, ToolCall
+from streaming.providers.retry import RetryableError, with_one_retry
 from switchboard.agent import LanguageModel as LanguageModelSettings
 from switchboard.observability import logger
 from switchboard.state import ChatMessage
@@ -54,14 +54,6 @@ def openai_client(api_key: str, *, base_url: str | None = None) -> openai.AsyncO
         max_retries=0,
         timeout=openai.Timeout(READ_TIMEOUT_S, connect=CONNECT_TIMEOUT_S),
     )
-
-
-class _Retryable(Exception):
-    """An attempt failed in a way another attempt may not."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(detail)
-        self.reason = reason  # low-cardinality, for the retry counter
 
 
 @dataclass(slots=True)
@@ -136,29 +128,15 @@ class OpenAILanguageModel:
         params = chat_messages(messages)
         # OpenAI rejects an empty `tools` list: no tools means no key at all.
         tool_params = [cast(ChatCompletionToolParam, dict(tool)) for tool in tools] or openai.omit
-        deadlines = self._deadlines
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        retried = False
-        while True:
-            handed_on = False
-            try:
-                # aclosing: when the engine stops listening, the attempt (and its HTTP stream) closes now.
-                async with aclosing(self._attempt(params, tool_params, started)) as events:
-                    async for event in events:
-                        handed_on = True
-                        yield event
-                return
-            except _Retryable as failure:
-                if handed_on or retried or not deadlines.retry_fits(started, loop.time()):
-                    again = " after a retry" if retried else ""
-                    raise LanguageModelError(f"{self._name} failed{again}: {failure}") from failure
-                retried = True
-                logger.warning(
-                    "the language model failed; trying once more",
-                    extra={"provider": PROVIDER, "reason": failure.reason, "error": str(failure)},
-                )
-                counters.count("LlmRetries", provider=PROVIDER, reason=failure.reason)
+        attempts = with_one_retry(
+            lambda started: self._attempt(params, tool_params, started),
+            deadlines=self._deadlines,
+            name=self._name,
+            provider=PROVIDER,
+        )
+        async with aclosing(attempts) as events:
+            async for event in events:
+                yield event
 
     @property
     def _name(self) -> str:
@@ -170,7 +148,7 @@ class OpenAILanguageModel:
         tools: list[ChatCompletionToolParam] | openai.Omit,
         started: float,
     ) -> AsyncGenerator[LlmEvent]:
-        """One request: its events as they come; _Retryable for what another attempt may fix."""
+        """One request: its events as they come; RetryableError for what another attempt may fix."""
         loop = asyncio.get_running_loop()
         deadlines = self._deadlines
         settings = self._settings
@@ -189,7 +167,7 @@ class OpenAILanguageModel:
                     stream_options={"include_usage": True},
                 )
         except TimeoutError as exc:
-            raise _Retryable("timeout", f"no response within {deadlines.first_token_s} s") from exc
+            raise RetryableError("timeout", f"no response within {deadlines.first_token_s} s") from exc
         except openai.OpenAIError as exc:
             raise self._classified(exc) from exc
         async with stream:
@@ -205,8 +183,8 @@ class OpenAILanguageModel:
                     break
                 except TimeoutError as exc:
                     if started_writing:
-                        raise _Retryable("timeout", f"the reply took longer than {deadlines.total_s} s") from exc
-                    raise _Retryable("timeout", f"no first token within {deadlines.first_token_s} s") from exc
+                        raise RetryableError("timeout", f"the reply took longer than {deadlines.total_s} s") from exc
+                    raise RetryableError("timeout", f"no first token within {deadlines.first_token_s} s") from exc
                 except openai.OpenAIError as exc:
                     raise self._classified(exc) from exc
                 for choice in chunk.choices[:1]:
@@ -243,22 +221,22 @@ class OpenAILanguageModel:
                         },
                     )
             if finish is None:
-                raise _Retryable("stream_cut", "the stream ended before the model finished its reply")
+                raise RetryableError("stream_cut", "the stream ended before the model finished its reply")
             if finish == "length":
                 logger.info("the reply reached max_tokens", extra={"provider": PROVIDER})
 
     def _classified(self, error: openai.OpenAIError) -> Exception:
-        """_Retryable when another attempt may succeed, else the LanguageModelError to raise."""
+        """RetryableError when another attempt may succeed, else the LanguageModelError to raise."""
         if isinstance(error, openai.APITimeoutError):
-            return _Retryable("timeout", "the request timed out")
+            return RetryableError("timeout", "the request timed out")
         if isinstance(error, openai.APIConnectionError):
-            return _Retryable("connection", f"connection failed: {error.__cause__ or error}")
+            return RetryableError("connection", f"connection failed: {error.__cause__ or error}")
         if isinstance(error, openai.APIStatusError):
             detail = error.message  # "Error code: 503 - <the server's message>"
             if _status_is_retryable(error.status_code):
-                return _Retryable("rate_limited" if error.status_code == 429 else "server_error", detail)
+                return RetryableError("rate_limited" if error.status_code == 429 else "server_error", detail)
             return LanguageModelError(f"{self._name} rejected the request ({detail})")
         if isinstance(error, openai.APIError):
             # An error event inside the stream: the server failed mid-reply.
-            return _Retryable("stream_error", f"error event in the stream: {error.message}")
+            return RetryableError("stream_error", f"error event in the stream: {error.message}")
         return LanguageModelError(f"{self._name}: client error: {error}")
