@@ -9,20 +9,18 @@ modelled exception events in the stream, and HTTP errors with `x-amzn-ErrorType`
 It records every request body and whether the client went away before the end of its stream.
 """
 
-import asyncio
 import json
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from smithy_aws_event_stream.events import EventMessage
 
 from streaming.providers.simulated import tokens
-from tests.support.net import free_port
+from tests.support.net import serving
 from tests.support.openai_server import Exchange, PacedBody
 
 
@@ -145,20 +143,6 @@ def _events(answer: Converse) -> list[tuple[float, bytes | None]]:
 async def running_bedrock_server() -> AsyncIterator[BedrockServer]:
     """The endpoint on a free port of 127.0.0.1 for the length of the block; `server.url` is endpoint_url."""
     server = BedrockServer()
-    port = free_port()
-    config = uvicorn.Config(
-        server.app(), host="127.0.0.1", port=port, lifespan="off", access_log=False, log_level="critical"
-    )
-    uvicorn_server = uvicorn.Server(config)
-    task = asyncio.create_task(uvicorn_server.serve())
-    while not uvicorn_server.started:
-        if task.done():
-            task.result()
-            raise RuntimeError("the Bedrock test server stopped while starting")
-        await asyncio.sleep(0.01)
-    server.url = f"http://127.0.0.1:{port}"
-    try:
+    async with serving(server.app(), "Bedrock test server") as url:
+        server.url = f"{url}"
         yield server
-    finally:
-        uvicorn_server.should_exit = True
-        await task

@@ -19,13 +19,12 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
 from streaming.providers.simulated import tokens
-from tests.support.net import free_port
+from tests.support.net import serving
 
 MODEL: Final = "gpt-4o-mini"
 
@@ -238,21 +237,6 @@ class PacedBody(Response):
 async def running_openai_server() -> AsyncIterator[OpenAIServer]:
     """The server on a free port of 127.0.0.1 for the length of the block; `server.url` is its base_url."""
     server = OpenAIServer()
-    port = free_port()
-    # The dropped connections are on purpose: uvicorn's traceback for each would only be noise.
-    config = uvicorn.Config(
-        server.app(), host="127.0.0.1", port=port, lifespan="off", access_log=False, log_level="critical"
-    )
-    uvicorn_server = uvicorn.Server(config)
-    task = asyncio.create_task(uvicorn_server.serve())
-    while not uvicorn_server.started:
-        if task.done():
-            task.result()
-            raise RuntimeError("the OpenAI test server stopped while starting")
-        await asyncio.sleep(0.01)
-    server.url = f"http://127.0.0.1:{port}/v1"
-    try:
+    async with serving(server.app(), "OpenAI test server") as url:
+        server.url = f"{url}/v1"
         yield server
-    finally:
-        uvicorn_server.should_exit = True
-        await task
