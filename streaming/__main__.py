@@ -7,6 +7,7 @@ not when this module is.
 """
 
 import asyncio
+import json
 import os
 import socket
 import sys
@@ -47,7 +48,8 @@ from switchboard.twilio_signature import TwilioSignature
 # Redis is on the critical path of every call start: fail a command quickly rather than hang a call.
 REDIS_TIMEOUT_S = 2.0
 EXIT_BAD_CONFIGURATION = 2
-# What the OpenAI key's secret holds until a key is put there (the CDK stack creates it so).
+# What marks the OpenAI key's secret as holding no key yet: the whole value, or a key of a JSON object
+# (the CDK stack generates {"unset": ..., "placeholder": ...} once, so a later deploy never resets it).
 OPENAI_KEY_UNSET = "unset"
 
 
@@ -168,6 +170,21 @@ def _secret[T](variable: str, read: Callable[[], T]) -> T:
         raise StartupError(f"{variable}: cannot read the secret: {exc}") from exc
 
 
+def openai_key_of(secret: str) -> str | None:
+    """The OpenAI key a secret holds, or None while it holds what the stack put there (or nothing)."""
+    value = secret.strip()
+    if not value or value == OPENAI_KEY_UNSET:
+        return None
+    if value.startswith("{"):
+        try:
+            marker = json.loads(value)
+        except json.JSONDecodeError:
+            return value
+        if isinstance(marker, dict) and OPENAI_KEY_UNSET in marker:
+            return None
+    return value
+
+
 async def _providers(settings: StreamingSettings, agents: AgentDirectory) -> Providers:
     mode = ProviderMode(settings.providers)
     if mode is ProviderMode.SIMULATED:
@@ -179,13 +196,12 @@ async def _providers(settings: StreamingSettings, agents: AgentDirectory) -> Pro
     openai_key = None
     if mode is ProviderMode.AGENTS and settings.openai_secret_arn is not None:
         arn = settings.openai_secret_arn
-        openai_key = _secret("OPENAI_SECRET_ARN", lambda: str(parameters.get_secret(arn, max_age=SECRET_MAX_AGE_S)))
-        # The stack creates the secret before anyone has a key to put in it.
-        if openai_key.strip() in ("", OPENAI_KEY_UNSET):
-            openai_key = None
+        openai_key = openai_key_of(
+            _secret("OPENAI_SECRET_ARN", lambda: str(parameters.get_secret(arn, max_age=SECRET_MAX_AGE_S)))
+        )
     keys = ProviderKeys(
         region=settings.aws_region,
-        openai_api_key=openai_key.strip() if openai_key else None,
+        openai_api_key=openai_key,
         openai_base_url=str(settings.openai_base_url) if settings.openai_base_url else None,
     )
     try:

@@ -4,7 +4,8 @@ SWITCHBOARD_PROVIDERS chooses:
 - "agents" (the default, what a deployment runs): each agent's own choice, `listening.provider`
   (transcribe | pocketsphinx), `voice.provider` (polly | espeak) and `llm.provider` (openai | bedrock |
   scripted). An agent on OpenAI while no OpenAI key is configured runs on its scripted flow instead, and
-  the start says so for each such agent: a deployment without a key still answers its calls.
+  the start says so for each such agent: a deployment without a key still answers its calls, but that flow
+  does not act for its callers (no bookings, no SMS: scripted.py).
 - "offline": every agent on pocketsphinx, eSpeak NG and its scripted flow: no account, no network.
 - "simulated": the scripted scenarios of the simulator (tests and benchmarks), built in __main__.
 
@@ -122,14 +123,15 @@ async def build_agent_providers(
     closers: list[Callable[[], Awaitable[None]]] = []
     built = AgentProviders({}, choices, closers)
     try:
-        by_agent = await _build(agents, choices, keys, closers)
+        by_agent = await _build(agents, mode, choices, keys, closers)
     except BaseException:
         await built.aclose()
         raise
     for agent in agents:
         if mode is ProviderMode.AGENTS and agent.llm.provider == "openai" and choices[agent.id].llm == "scripted":
             logger.warning(
-                "no OpenAI key is configured (OPENAI_SECRET_ARN): this agent answers with its scripted flow",
+                "no OpenAI key is configured (OPENAI_SECRET_ARN): this agent answers with its scripted flow, "
+                "without the tools that act for callers",
                 extra={"agent_id": agent.id},
             )
     logger.info(
@@ -141,6 +143,7 @@ async def build_agent_providers(
 
 async def _build(
     agents: list[AgentConfig],
+    mode: ProviderMode,
     choices: Mapping[str, Choice],
     keys: ProviderKeys,
     closers: list[Callable[[], Awaitable[None]]],
@@ -210,7 +213,9 @@ async def _build(
         from streaming.providers.scripted import ScriptedLanguageModel
 
         for agent in scripted_agents:
-            llms[agent.id] = ScriptedLanguageModel(agent)
+            # A flow chosen on purpose, or the offline mode, acts; one standing in for a missing key does not.
+            stands_in = mode is ProviderMode.AGENTS and agent.llm.provider != "scripted"
+            llms[agent.id] = ScriptedLanguageModel(agent, acts=not stands_in)
 
     return {
         agent.id: CallProviders(stt=stt[choices[agent.id].stt], llm=llms[agent.id], tts=tts[choices[agent.id].tts])

@@ -43,11 +43,12 @@ if TYPE_CHECKING:
 
 # Each in-flight synthesis holds a thread only while it blocks on the network. A call has at most two
 # (the sentence playing and the next one, reply.py prefetches one ahead), and Polly's account quota (neural
-# and generative 8 requests/s, standard 80) caps how many a deployment starts. 32 covers a task's burst
-# of calls starting to speak at once with standard voices, and far more than neural's quota lets through;
-# threads blocked in recv cost no CPU and hold no GIL. The connection pool has one connection per thread,
-# so no request waits for a connection or reconnects (TLS) because the pool was smaller.
-MAX_CONCURRENT_REQUESTS: Final = 32
+# and generative 8 requests/s, standard 80) caps how many a deployment starts. 64 covers two each for a
+# task's calls (the stack scales out at 20 calls a task, and a task may hold more before it does) plus
+# the start's warming, so no sentence waits for a thread; threads blocked in recv cost no CPU and hold no
+# GIL. The connection pool has one connection per thread, so no request waits for a connection or
+# reconnects (TLS) because the pool was smaller.
+MAX_CONCURRENT_REQUESTS: Final = 64
 # Polly's first byte takes 100-300 ms (neural), up to ~1 s (generative); connecting inside the region, ms.
 # A live call would rather hear the apology than wait longer than these for either.
 CONNECT_TIMEOUT_S: Final = 1.0

@@ -13,6 +13,11 @@ is "scripted". Given the same messages it always gives the same events, at once 
   to be said to the caller: streaming/reply.py writes it as {"outcome", "message", "data"}). A step
   without `then` says nothing more after a success.
 - Nothing matches: the agent's `llm.fallback`.
+
+A flow is written for the demo: its tool arguments are made up ("Sam Taylor", next Tuesday at ten). When
+it stands in for a missing OpenAI key on a deployment, it answers real callers, so it is built with
+`acts=False`: the steps whose tools act for the caller (a booking, an SMS) are left out, and only those
+that end the call or hand it to a person remain.
 """
 
 import json
@@ -27,10 +32,13 @@ from streaming.providers.simulated import tokens
 from switchboard.agent import AgentConfig, FlowStep
 from switchboard.observability import logger
 from switchboard.state import ChatMessage
-from switchboard.tool import ToolOutcome
+from switchboard.tool import ToolName, ToolOutcome
 
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)*")
 REFUSED_PREFIX: Final = "I'm sorry, I couldn't do that."
+# What a flow may still do for a real caller when it only stands in for the LLM: end the call, or hand it to
+# a person on the agent's allow-list. Neither acts for the caller with the flow's made-up details.
+HANDS_OFF_TOOLS: Final = frozenset({ToolName.END_CALL, ToolName.TRANSFER_CALL})
 
 
 def words(text: str) -> tuple[str, ...]:
@@ -65,12 +73,18 @@ def _outcome(content: str | None) -> tuple[str, str]:
 class ScriptedLanguageModel:
     """LanguageModel for one agent, following its `llm.flow`."""
 
-    def __init__(self, agent: AgentConfig, *, today: Callable[[], date] | None = None) -> None:
-        """`today`: the date `{next:…}` counts from; by default today in the agent's booking calendar's time
+    def __init__(self, agent: AgentConfig, *, acts: bool = True, today: Callable[[], date] | None = None) -> None:
+        """`acts`: False leaves out the steps whose tools act for the caller (see the module docstring).
+        `today`: the date `{next:…}` counts from; by default today in the agent's booking calendar's time
         zone (a booking script must land in that calendar's future), else in the server's."""
         self._flow = agent.llm.flow
         self._fallback = agent.llm.fallback
-        self._phrases = [[words(phrase) for phrase in step.when] for step in self._flow]
+        # (index in the flow, its phrases) of the steps this model may take.
+        self._phrases = [
+            (index, [words(phrase) for phrase in step.when])
+            for index, step in enumerate(self._flow)
+            if acts or step.tool is None or step.tool.name in HANDS_OFF_TOOLS
+        ]
         booking = agent.tools.book_appointment
         zone = ZoneInfo(booking.timezone) if booking is not None else None
         self._today = today or (lambda: datetime.now(zone).date())
@@ -80,7 +94,7 @@ class ScriptedLanguageModel:
     def step_for(self, said: str) -> tuple[int, FlowStep] | None:
         """The step a caller's message selects, with its index; None when nothing matches."""
         heard = words(said)
-        for index, phrases in enumerate(self._phrases):
+        for index, phrases in self._phrases:
             if any(_contains(heard, phrase) for phrase in phrases):
                 return index, self._flow[index]
         return None

@@ -146,7 +146,7 @@ class TranscribeSettings(BaseModel):
 class BotocoreCredentials:
     """The SDK's AWS identity resolver, answered from botocore's credential chain (boto3.Session).
 
-    The SDK asks for the identity for every event it signs (ten a second per call), so the answer is
+    The SDK asks for the identity for every event it signs (17 a second per call), so the answer is
     reused for `reuse_s` seconds; botocore is asked again after that, in a thread, because a refresh
     of temporary credentials is a blocking HTTP call (the container endpoint on Fargate).
     """

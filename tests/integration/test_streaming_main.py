@@ -20,13 +20,15 @@ import redis.asyncio as aioredis
 from aws_lambda_powertools.utilities import parameters
 from moto import mock_aws
 
-from streaming.__main__ import MediaService, StartupError, build
+from streaming.__main__ import MediaService, StartupError, build, openai_key_of
+from streaming.providers.base import ToolCall
 from streaming.providers.choice import AgentProviders, Choice
 from streaming.server import create_app
 from streaming.serving import MediaServer, uvicorn_config
 from switchboard.agent import AgentDirectory
 from switchboard.records import table_definition
 from switchboard.settings import SettingsError, StreamingSettings, load_settings
+from switchboard.state import ChatMessage
 from tests.conftest import REPO
 from tests.support.net import free_port
 from tests.support.twilio_stub import ACCOUNT_SID, AUTH_TOKEN
@@ -133,6 +135,15 @@ def test_the_process_exits_naming_every_missing_setting(tmp_path: Path) -> None:
         assert f"{variable}: is not set" in finished.stderr
 
 
+async def tool_calls(service: MediaService, said: str) -> list[str]:
+    """The tools the clinic receptionist's language model calls when a caller says `said`."""
+    agent = AgentDirectory.load(REPO / "agents").get("clinic-receptionist")
+    assert agent is not None
+    llm = service.providers.for_call(agent, {}).llm
+    events = [event async for event in llm.reply([ChatMessage(role="user", content=said)], [])]
+    return [event.name for event in events if isinstance(event, ToolCall)]
+
+
 # -- providers ----------------------------------------------------------------------------------------------
 
 
@@ -150,6 +161,8 @@ async def test_by_default_each_agent_runs_on_its_own_providers(
         said = caplog.messages
         assert sum("no OpenAI key is configured" in message for message in said) == 2
         assert "phrases ready" in said
+        # Standing in for the missing LLM, the flow does not book for a real caller with its made-up details.
+        assert await tool_calls(service, "Tuesday at ten, please.") == []
         assert await service.services.redis.keys("phrase:*")
     finally:
         await service.aclose()
@@ -181,6 +194,7 @@ async def test_offline_runs_every_agent_on_the_offline_engines(
         assert isinstance(service.providers, AgentProviders)
         offline = Choice(stt="pocketsphinx", tts="espeak", llm="scripted")
         assert set(service.providers.choices.values()) == {offline}
+        assert await tool_calls(service, "Tuesday at ten, please.") == ["book_appointment"]  # the demo's flow acts
     finally:
         await service.aclose()
 
@@ -228,6 +242,20 @@ async def test_a_cache_secret_without_credentials_stops_the_start(
     monkeypatch.setenv("REDIS_AUTH_SECRET_ARN", arn)
     with pytest.raises(StartupError, match=r"REDIS_AUTH_SECRET_ARN: cannot read the secret(.|\n)*password"):
         await build(settings())
+
+
+@pytest.mark.parametrize(
+    ("secret", "key"),
+    [
+        ("sk-live-key\n", "sk-live-key"),
+        ("unset", None),
+        ("  ", None),
+        ('{"unset": "replace this whole secret with the OpenAI key", "placeholder": "x7Gq"}', None),
+        ('{"api_key": "sk-1"}', '{"api_key": "sk-1"}'),  # not the stack's marker: the secret is the key
+    ],
+)
+def test_what_the_openai_secret_holds(secret: str, key: str | None) -> None:
+    assert openai_key_of(secret) == key
 
 
 async def test_an_openai_secret_still_unset_means_no_key(

@@ -208,3 +208,21 @@ def test_a_flow_step_is_checked_when_the_agent_loads() -> None:
         _agent([{"when": ["hi"]}])
     with pytest.raises(ValidationError, match="when"):
         _agent([{"when": ["?!"], "say": "Hm."}])
+
+
+async def test_standing_in_for_a_missing_llm_it_does_not_act_for_the_caller() -> None:
+    """acts=False (a deployment without an OpenAI key): no booking or SMS with the flow's made-up details;
+    ending the call and handing it to the front desk remain."""
+    model = ScriptedLanguageModel(_clinic(), acts=False, today=lambda: date(2026, 3, 2))
+    booking = await _events(model, _user("Could I come in on Tuesday?"))
+    assert _calls(booking) == []
+    assert _text(booking) == _clinic().llm.fallback  # the Tuesday step is not there to take
+    texting = await _events(model, _user("Please send me a text confirmation."))
+    assert _calls(texting) == []
+    asked = await _events(model, _user("I want to book an appointment."))  # a step that only talks
+    assert _calls(asked) == []
+    assert "Which day" in _text(asked)
+    (goodbye,) = _calls(await _events(model, _user("That's all, bye.")))
+    assert goodbye.name == ToolName.END_CALL.value
+    (transfer,) = _calls(await _events(model, _user("Can I talk to someone at the front desk?")))
+    assert transfer.name == ToolName.TRANSFER_CALL.value
