@@ -14,8 +14,10 @@ if sys.path and Path(sys.path[0] or ".").resolve() == _HERE:
 import aws_cdk as cdk  # noqa: E402
 from cdk_nag import AwsSolutionsChecks  # noqa: E402
 
+from infra.bundling import SHIPPED_AGENTS  # noqa: E402
 from infra.config import ConfigError, config_from_context  # noqa: E402
 from infra.stack import SwitchboardStack  # noqa: E402
+from switchboard.agent import AgentConfigError, AgentDirectory  # noqa: E402
 
 STACK_NAME_CONTEXT = "stackName"
 REGION_CONTEXT = "region"
@@ -24,13 +26,16 @@ REGION_CONTEXT = "region"
 FALLBACK_REGION = "us-east-1"
 
 
-def build(app: cdk.App) -> SwitchboardStack:
+def build(app: cdk.App, *, agents_dir: Path = SHIPPED_AGENTS) -> SwitchboardStack:
+    """The stack for the context and the agents. `agents_dir` is what the image and layer ship; only tests
+    point it elsewhere (a context value could grant for agents the deployment does not run)."""
     config = config_from_context(app.node.try_get_context)
     stack = SwitchboardStack(
         app,
         "Switchboard",
         stack_name=app.node.try_get_context(STACK_NAME_CONTEXT) or "switchboard",
         config=config,
+        agents=AgentDirectory.load(agents_dir),
         description="Switchboard: AI phone agents (Twilio, Transcribe, an LLM with tools, Polly)",
         # The account comes from the CLI's credentials at deploy; nothing is looked up at synth.
         env=cdk.Environment(
@@ -45,7 +50,7 @@ def main() -> None:
     app = cdk.App()
     try:
         build(app)
-    except ConfigError as exc:
+    except (ConfigError, AgentConfigError) as exc:
         sys.exit(str(exc))
     app.synth()
 

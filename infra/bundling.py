@@ -30,6 +30,8 @@ from aws_cdk import AssetHashType, BundlingOptions, DockerImage, FileSystem, ILo
 from aws_cdk import aws_lambda as lambda_
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+# The agents the layer and the media image ship (streaming/Dockerfile copies the same folder).
+SHIPPED_AGENTS = REPO_ROOT / "agents"
 PYTHON_VERSION = "3.12"
 PLATFORM = "aarch64-manylinux2014"
 LAYER_PYTHON = "python"
@@ -142,7 +144,7 @@ class SharedLayerBundler:
         out = Path(output_dir)
         shutil.copytree(installed_dependencies(self._requirements), out / LAYER_PYTHON, dirs_exist_ok=True)
         shutil.copytree(REPO_ROOT / "layers" / "switchboard", out / LAYER_PYTHON / "switchboard", ignore=_SOURCE_IGNORE)
-        shutil.copytree(REPO_ROOT / "agents", out / LAYER_AGENTS, ignore=_SOURCE_IGNORE)
+        shutil.copytree(SHIPPED_AGENTS, out / LAYER_AGENTS, ignore=_SOURCE_IGNORE)
         return True
 
 
@@ -152,7 +154,7 @@ def shared_layer_code() -> lambda_.Code:
     requirements = lambda_requirements()
     source_hash = hashlib.sha256()
     source_hash.update(f"{PLATFORM}\n{PYTHON_VERSION}\n{requirements}".encode())
-    for source in (REPO_ROOT / "layers" / "switchboard", REPO_ROOT / "agents"):
+    for source in (REPO_ROOT / "layers" / "switchboard", SHIPPED_AGENTS):
         source_hash.update(FileSystem.fingerprint(str(source), exclude=["__pycache__", "*.pyc"]).encode())
     return lambda_.Code.from_asset(
         str(REPO_ROOT / "layers"),

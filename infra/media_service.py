@@ -1,6 +1,8 @@
 """The media service: the streaming/ image on Fargate (ARM64) behind an HTTPS load balancer set for
 long-lived WebSockets, scaled on CPU and on the live calls each task carries."""
 
+from collections.abc import Sequence
+
 from aws_cdk import Duration, RemovalPolicy, Stack
 from aws_cdk import aws_certificatemanager as acm
 from aws_cdk import aws_cloudwatch as cloudwatch
@@ -15,6 +17,7 @@ from aws_cdk import aws_route53_targets as route53_targets
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
+from infra.bedrock import INVOKE_ACTIONS, BedrockModel
 from infra.bundling import REPO_ROOT
 from infra.config import DeploymentConfig
 from infra.network import Network
@@ -42,6 +45,7 @@ class MediaService(Construct):
         construct_id: str,
         *,
         config: DeploymentConfig,
+        bedrock_models: Sequence[BedrockModel],
         network: Network,
         tables: Tables,
         cache: CallCache,
@@ -100,7 +104,7 @@ class MediaService(Construct):
             logging=ecs.LogDrivers.aws_logs(stream_prefix="media", log_group=self.log_group),
             stop_timeout=STOP_TIMEOUT,
         )
-        self._grant(config, tables, cache, secrets, bus, tools_invoke_arn)
+        self._grant(bedrock_models, tables, cache, secrets, bus, tools_invoke_arn)
 
         self.service = ecs.FargateService(
             self,
@@ -183,7 +187,7 @@ class MediaService(Construct):
 
     def _grant(
         self,
-        config: DeploymentConfig,
+        bedrock_models: Sequence[BedrockModel],
         tables: Tables,
         cache: CallCache,
         secrets: PlatformSecrets,
@@ -213,16 +217,11 @@ class MediaService(Construct):
             iam.PolicyStatement(actions=["transcribe:StartStreamTranscription"], resources=["*"]),
             iam.PolicyStatement(actions=["polly:SynthesizeSpeech", "polly:DescribeVoices"], resources=["*"]),
         ]
-        if config.bedrock_model_ids:
+        if bedrock_models:
             statements.append(
                 iam.PolicyStatement(
-                    actions=["bedrock:InvokeModelWithResponseStream"],
-                    resources=[
-                        stack.format_arn(
-                            service="bedrock", account="", resource="foundation-model", resource_name=model
-                        )
-                        for model in config.bedrock_model_ids
-                    ],
+                    actions=list(INVOKE_ACTIONS),
+                    resources=[arn for model in bedrock_models for arn in model.resource_arns(stack)],
                 )
             )
         for statement in statements:

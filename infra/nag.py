@@ -162,8 +162,11 @@ def acknowledge_findings(stack: "SwitchboardStack") -> None:
         "AwsSolutions-IAM5",
         "Transcribe's StartStreamTranscription and Polly's SynthesizeSpeech / DescribeVoices have no resource "
         "to scope to (Polly lexicons are not used); ECR's GetAuthorizationToken (execution role) is account-wide "
-        "by design. The tools API is limited to POST /tools/* on this API's stage: the tool name is the path.",
-        applies_to=["Resource::*", _matching(service="execute-api")],
+        "by design. The tools API is limited to POST /tools/* on this API's stage: the tool name is the path. "
+        "A Bedrock cross-region inference profile sends each request to a region of its geography that Bedrock "
+        "chooses (and may add to): its foundation model, named exactly, is granted in any region, and the profile "
+        "itself in this region only.",
+        applies_to=["Resource::*", _matching(service="execute-api"), _FOUNDATION_MODEL_IN_ANY_REGION],
     )
     _acknowledge(
         media.load_balancer,
@@ -172,6 +175,12 @@ def acknowledge_findings(stack: "SwitchboardStack") -> None:
         "published, stable list: 443 is open to the internet. Only HTTPS is served (recommended TLS policy); "
         "each WebSocket upgrade must carry Twilio's signature and a single-use stream token.",
     )
+
+
+# arn:aws:bedrock:*::foundation-model/<one model id, no wildcard> (infra/bedrock.py).
+_FOUNDATION_MODEL_IN_ANY_REGION = RegexAppliesTo(
+    regex=r"/^Resource::arn:(<AWS::Partition>|aws[a-z-]*):bedrock:\*::foundation-model\/[^*]+$/g"
+)
 
 
 def _role(function: lambda_.Function) -> iam.IRole:

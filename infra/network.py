@@ -1,10 +1,13 @@
 """The VPC: public subnets for the load balancer and NAT, private ones for the media service, isolated ones
 for the cache; endpoints for the AWS traffic that would otherwise pay the NAT per GB."""
 
+from collections.abc import Sequence
+
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
+from infra.bedrock import BedrockModel
 from infra.config import DeploymentConfig
 
 SERVICE_SUBNETS = "service"
@@ -26,7 +29,13 @@ _INTERFACE_ENDPOINTS = {
 
 class Network(Construct):
     def __init__(
-        self, scope: Construct, construct_id: str, *, config: DeploymentConfig, logs_bucket: s3.IBucket
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        config: DeploymentConfig,
+        bedrock_models: Sequence[BedrockModel],
+        logs_bucket: s3.IBucket,
     ) -> None:
         super().__init__(scope, construct_id)
         self.vpc = ec2.Vpc(
@@ -56,7 +65,8 @@ class Network(Construct):
         self.service_subnets = ec2.SubnetSelection(subnet_group_name=SERVICE_SUBNETS)
         self.cache_subnets = ec2.SubnetSelection(subnet_group_name=CACHE_SUBNETS)
         endpoints = dict(_INTERFACE_ENDPOINTS) if config.interface_endpoints else {}
-        if config.interface_endpoints and config.bedrock_model_ids:
+        # Every reply of a Bedrock agent streams from bedrock-runtime: only then is its endpoint worth its hours.
+        if config.interface_endpoints and bedrock_models:
             endpoints["BedrockRuntime"] = ec2.InterfaceVpcEndpointAwsService.BEDROCK_RUNTIME
         for name, service in endpoints.items():
             # The default security group of an endpoint admits the VPC's CIDR on 443: the service's tasks.

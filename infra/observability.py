@@ -37,12 +37,38 @@ DIAL_COUNTS = ("DialPlaced", "DialRefused", "DialFailed", "DialDeferred", "DialR
 SECURITY_COUNTS = ("ForgedWebhook", "UnsignedToolRequest", "UnsignedDialerRequest")
 # Errors{kind} from the media service (streaming/telemetry.py count_error).
 ERROR_KINDS = ("stt", "llm", "tts", "tool", "state", "records", "events", "engine")
+# The providers' own trouble, counted by the media service (streaming/providers, streaming/phrases.py), each
+# with the dimensions besides `service` it is emitted with: SEARCH and SCHEMA match exactly those.
+TRANSCRIBE_REOPENED = "TranscribeStreamReopened"
+TRANSCRIBE_DROPPED_MS = "TranscribeAudioDroppedMs"
+TTS_ERRORS = "TtsErrors"
+TTS_RETRIES = "TtsRetries"
+LLM_RETRIES = "LlmRetries"
+PHRASE_CACHE_ERRORS = "PhraseCacheErrors"
+PROVIDER_COUNTS: dict[str, tuple[str, ...]] = {
+    TRANSCRIBE_REOPENED: ("reason",),
+    TRANSCRIBE_DROPPED_MS: (),
+    TTS_ERRORS: ("provider", "reason"),
+    TTS_RETRIES: ("provider", "reason"),
+    LLM_RETRIES: ("provider", "reason"),
+    PHRASE_CACHE_ERRORS: ("operation",),
+}
+# Transcribe replaces every stream before its maximum age (reason "age"): routine, not trouble.
+ROUTINE_REOPEN_REASON = "age"
 # Alarm thresholds: a reply slower than this at p95 is heard as a broken conversation.
 V2V_P95_ALARM_MS = 1500
 # The slow-turns query: replies the caller hears as a pause (the reference target is a p50 of 700 ms).
 SLOW_TURN_MS = 750
 LAMBDA_ERROR_RATE_PERCENT = 5
 ENGINE_ERRORS_PER_5_MIN = 20
+# A TtsError is counted only once Polly's retries are spent (or it refused, or its stream broke off): each
+# one is a sentence the caller did not hear. One or two are a stray refusal or a broken connection; more
+# than five in five minutes is throttling (the account's Polly TPS quota) or an outage, calls going silent.
+TTS_ERRORS_PER_5_MIN = 5
+# A stream reopened for any reason but its age stalled or broke: the call goes on (the kept audio is sent
+# again), so a few are network noise. More than ten in each of two 5-minute periods is Transcribe
+# refusing or throttling streams (its concurrent-stream quota) and callers' words being lost or late.
+TRANSCRIBE_REOPENS_PER_5_MIN = 10
 
 
 def switchboard_metric(
@@ -63,6 +89,18 @@ def _search(metric: str, *dimensions: str, label: str) -> cloudwatch.MathExpress
     schema = ",".join((NAMESPACE, "service", *dimensions))
     return cloudwatch.MathExpression(
         expression=f"SEARCH('{{{schema}}} MetricName=\"{metric}\"', 'Sum', 300)",
+        label=label,
+        period=FIVE_MINUTES,
+    )
+
+
+def _insights(metric: str, *dimensions: str, where: str = "", label: str) -> cloudwatch.MathExpression:
+    """The sum over every value of a dimensioned count, as a Metrics Insights query: unlike SEARCH, one an
+    alarm can watch, and it still counts a reason or provider that appears after the deploy."""
+    schema = ",".join((NAMESPACE, "service", *dimensions))
+    condition = f"service = '{SERVICE}'" + (f" AND {where}" if where else "")
+    return cloudwatch.MathExpression(
+        expression=f"SELECT SUM({metric}) FROM SCHEMA({schema}) WHERE {condition}",  # noqa: S608 - our constants only
         label=label,
         period=FIVE_MINUTES,
     )
@@ -157,6 +195,32 @@ class Observability(Construct):
             metric=engine_errors,
             threshold=ENGINE_ERRORS_PER_5_MIN,
             evaluation_periods=1,
+            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+        )
+        self._alarm(
+            "TtsErrors",
+            alarm_description=f"More than {TTS_ERRORS_PER_5_MIN} sentences in 5 minutes could not be synthesized "
+            "(TtsErrors, after the retries): Polly throttling or failing",
+            metric=_insights(TTS_ERRORS, *PROVIDER_COUNTS[TTS_ERRORS], label="TTS errors"),
+            threshold=TTS_ERRORS_PER_5_MIN,
+            evaluation_periods=1,
+            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+        )
+        self._alarm(
+            "TranscribeStreamReopened",
+            alarm_description=f"More than {TRANSCRIBE_REOPENS_PER_5_MIN} Transcribe streams in 5 minutes, twice, "
+            "stalled or broke and were reopened (their routine replacement by age not counted)",
+            metric=_insights(
+                TRANSCRIBE_REOPENED,
+                *PROVIDER_COUNTS[TRANSCRIBE_REOPENED],
+                where=f"reason != '{ROUTINE_REOPEN_REASON}'",
+                label="Transcribe streams reopened (not by age)",
+            ),
+            threshold=TRANSCRIBE_REOPENS_PER_5_MIN,
+            evaluation_periods=2,
+            datapoints_to_alarm=2,
             comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
             treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
         )
@@ -307,6 +371,33 @@ class Observability(Construct):
                 ],
                 right=[api.metric_latency(period=FIVE_MINUTES, statistic="p95", label="latency p95 (ms)")],
             ),
+        )
+        self.dashboard.add_widgets(
+            cloudwatch.TextWidget(
+                markdown="## Providers\nTranscribe, the speech and language models and the phrase cache, as the "
+                "media service sees them: retries that hid a failure, and failures the caller noticed.",
+                width=24,
+                height=2,
+            )
+        )
+
+        def provider_counts(metric: str) -> cloudwatch.MathExpression:
+            return _search(metric, *PROVIDER_COUNTS[metric], label=metric)
+
+        self.dashboard.add_widgets(
+            graph(
+                "Transcribe streams reopened, by reason",
+                [provider_counts(TRANSCRIBE_REOPENED)],
+                width=6,
+                right=[switchboard_metric(TRANSCRIBE_DROPPED_MS).with_(label="audio dropped (ms)")],
+            ),
+            graph(
+                "Speech synthesis errors and retries, by provider and reason",
+                [provider_counts(TTS_ERRORS), provider_counts(TTS_RETRIES)],
+                width=6,
+            ),
+            graph("Language model retries, by provider and reason", [provider_counts(LLM_RETRIES)], width=6),
+            graph("Phrase cache (Redis) errors, by operation", [provider_counts(PHRASE_CACHE_ERRORS)], width=6),
         )
         self.dashboard.add_widgets(
             graph(

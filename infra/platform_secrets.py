@@ -1,8 +1,11 @@
 """The secrets the platform reads at run time (through Powertools Parameters), created by the stack.
 
 The stack never holds a value a person chose. Twilio's credentials are generated unusable and the OpenAI
-key's secret starts as the marker "unset"; both are set with `aws secretsmanager put-secret-value` after the
-deploy (docs/deploy.md). The stream-token key is generated and never needs to be seen by anyone.
+key's secret is generated as a marker of "no key yet"; both are set with `aws secretsmanager
+put-secret-value` after the deploy (docs/deploy.md). The stream-token key is generated and never needs to be
+seen by anyone. Every value is generated, none is written in the template: CloudFormation generates a value
+when it creates the secret and again only when the generator's settings change, so a later deploy leaves
+the value a person put there in place.
 
 The Twilio secret is generated in the shape the code validates (an account SID Twilio never issues, all
 zeros, and a random auth token): the media service reads it at start and refuses to start on anything
@@ -10,21 +13,22 @@ else, which on the first deploy would fail the service's health and roll the who
 the stack deploys and every Twilio request is refused (its signature cannot match a random token) until
 the real credentials are set.
 
-The OpenAI secret holds "unset" rather than a generated string: the service reads that as "no key yet" and
-runs agents on OpenAI through their scripted flow (saying so at start), where a random string would be sent
-to OpenAI as a key and every turn would fail.
+The OpenAI secret is generated as a JSON object with an "unset" key (and a random "placeholder"), not as a
+bare random string: the service reads a value with an "unset" key as "no key yet" and runs agents on OpenAI
+through their scripted flow (saying so at start), where a random string would be sent to OpenAI as a key and
+every turn would fail.
 """
 
 import json
 
-from aws_cdk import SecretValue
 from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
 
-from streaming.__main__ import OPENAI_KEY_UNSET
-
 # Matches twilio_rest's account SID pattern; Twilio issues no account with this SID.
 UNSET_ACCOUNT_SID = "AC" + "0" * 32
+# What the OpenAI secret holds until a key is set: the "unset" key is what the service looks for
+# (streaming/__main__.py); the sentence is for whoever opens the secret in the console.
+UNSET_OPENAI_KEY = {"unset": "replace this whole secret with the OpenAI key"}
 
 
 class PlatformSecrets(Construct):
@@ -50,7 +54,8 @@ class PlatformSecrets(Construct):
         self.openai = secretsmanager.Secret(
             self,
             "OpenAI",
-            description='OpenAI API key (plain string) for OpenAI agents: "unset" until one is set after deploy.',
-            # A marker, not a secret: the literal "unset" in the template is what the service checks for.
-            secret_string_value=SecretValue.unsafe_plain_text(OPENAI_KEY_UNSET),
+            description="OpenAI API key (plain string) for OpenAI agents: a JSON marker until one is set after deploy.",
+            generate_secret_string=secretsmanager.SecretStringGenerator(
+                secret_string_template=json.dumps(UNSET_OPENAI_KEY), generate_string_key="placeholder"
+            ),
         )

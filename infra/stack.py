@@ -5,6 +5,7 @@ from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
 from infra.api import Api
+from infra.bedrock import deployment_models
 from infra.config import DeploymentConfig
 from infra.media_service import MediaService
 from infra.nag import acknowledge_findings
@@ -13,11 +14,22 @@ from infra.observability import Observability
 from infra.platform_secrets import PlatformSecrets
 from infra.scheduling import Scheduling
 from infra.state import CallCache, Tables
+from switchboard.agent import AgentDirectory
 
 
 class SwitchboardStack(Stack):
-    def __init__(self, scope: Construct, construct_id: str, *, config: DeploymentConfig, **kwargs: object) -> None:
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        config: DeploymentConfig,
+        agents: AgentDirectory,
+        **kwargs: object,
+    ) -> None:
         super().__init__(scope, construct_id, **kwargs)  # type: ignore[arg-type]
+        # What the Bedrock agents (and the context) will invoke: the task role's grant and the VPC endpoint.
+        self.bedrock_models = deployment_models(config, agents)
         # Load balancer access logs and VPC flow logs (rejected traffic). ALB logs need SSE-S3, not KMS.
         self.logs_bucket = s3.Bucket(
             self,
@@ -29,7 +41,9 @@ class SwitchboardStack(Stack):
             lifecycle_rules=[s3.LifecycleRule(expiration=Duration.days(90))],
             removal_policy=RemovalPolicy.RETAIN,
         )
-        self.network = Network(self, "Network", config=config, logs_bucket=self.logs_bucket)
+        self.network = Network(
+            self, "Network", config=config, bedrock_models=self.bedrock_models, logs_bucket=self.logs_bucket
+        )
         self.tables = Tables(self, "Tables")
         self.cache = CallCache(self, "CallCache", config=config, network=self.network)
         self.secrets = PlatformSecrets(self, "Secrets")
@@ -47,6 +61,7 @@ class SwitchboardStack(Stack):
             self,
             "Media",
             config=config,
+            bedrock_models=self.bedrock_models,
             network=self.network,
             tables=self.tables,
             cache=self.cache,

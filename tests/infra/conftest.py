@@ -7,6 +7,7 @@ app runs it.
 
 import json
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,15 +18,23 @@ os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
 
 import aws_cdk as cdk
 import pytest
+import yaml
 from aws_cdk.assertions import Template
 
 from infra.app import build
+from infra.bundling import SHIPPED_AGENTS
 from infra.stack import SwitchboardStack
 
 DOMAIN = "media.example.com"
 REGION = "us-east-1"
 CERTIFICATE_ARN = "arn:aws:acm:us-east-1:123456789012:certificate/0b7c2f3e-5a8d-4c1e-9f00-1234567890ab"
 BEDROCK_MODEL = "anthropic.claude-3-5-haiku-20241022-v1:0"
+# What the Bedrock agents of `bedrock_agents_deployment` use: a cross-region inference profile, and a
+# foundation model in the stack's region.
+BEDROCK_AGENT_MODELS = {
+    "clinic-receptionist": "us.anthropic.claude-3-5-haiku-20241022-v1:0",
+    "appointment-reminder": "amazon.nova-lite-v1:0",
+}
 
 
 @dataclass(frozen=True)
@@ -53,9 +62,9 @@ REPO = Path(__file__).resolve().parents[2]
 CDK_JSON_CONTEXT: dict[str, Any] = json.loads((REPO / "cdk.json").read_text())["context"]
 
 
-def _synth(tmp: Path, context: dict[str, Any]) -> Synthesized:
+def _synth(tmp: Path, context: dict[str, Any], agents_dir: Path = SHIPPED_AGENTS) -> Synthesized:
     app = cdk.App(outdir=str(tmp), context={**CDK_JSON_CONTEXT, "region": REGION, **context})
-    stack = build(app)
+    stack = build(app, agents_dir=agents_dir)
     app.synth()
     return Synthesized(stack, Template.from_stack(stack), tmp)
 
@@ -86,3 +95,22 @@ def cluster_deployment(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
 
 def dumps(value: Any) -> str:
     return json.dumps(value, sort_keys=True)
+
+
+def agents_on_bedrock(folder: Path, models: dict[str, str]) -> Path:
+    """A copy of the shipped agents (knowledge bases included) with these agents' LLM moved to Bedrock."""
+    agents = folder / "agents"
+    shutil.copytree(SHIPPED_AGENTS, agents)
+    for agent_id, model in models.items():
+        path = agents / f"{agent_id}.yaml"
+        raw = yaml.safe_load(path.read_text())
+        raw["llm"] = {**raw["llm"], "provider": "bedrock", "model": model}
+        path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return agents
+
+
+@pytest.fixture(scope="session")
+def bedrock_agents_deployment(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
+    """Only the required context, and agents on Bedrock: their models come from the agents alone."""
+    agents = agents_on_bedrock(tmp_path_factory.mktemp("bedrock-agents"), BEDROCK_AGENT_MODELS)
+    return _synth(tmp_path_factory.mktemp("cdk-bedrock-agents"), {"domainName": DOMAIN}, agents)

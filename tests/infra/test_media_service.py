@@ -11,7 +11,7 @@ from aws_cdk.assertions import Match
 from streaming.server import ACTIVE_CALLS_METRIC, HEALTH_PATH
 from switchboard.observability import NAMESPACE, SERVICE
 from switchboard.settings import StreamingSettings
-from tests.infra.conftest import BEDROCK_MODEL, CERTIFICATE_ARN, DOMAIN, REGION, Synthesized
+from tests.infra.conftest import BEDROCK_AGENT_MODELS, BEDROCK_MODEL, CERTIFICATE_ARN, DOMAIN, REGION, Synthesized
 
 
 def _container(deployment: Synthesized) -> dict[str, Any]:
@@ -242,9 +242,38 @@ def test_execution_role_reads_no_secret(default_deployment: Synthesized) -> None
 
 
 def test_bedrock_streaming_only_on_the_configured_models(cluster_deployment: Synthesized) -> None:
+    # The shipped agents are on OpenAI: the context's model is the only one.
     found = _by_action(_task_statements(cluster_deployment))
     (model,) = found["bedrock:InvokeModelWithResponseStream"]
     assert model == f"arn:aws:bedrock:{REGION}::foundation-model/{BEDROCK_MODEL}"
+    assert not any(
+        action.startswith("bedrock:") and action != "bedrock:InvokeModelWithResponseStream" for action in found
+    )
+
+
+def test_bedrock_agents_models_and_profiles_are_granted_without_context(
+    bedrock_agents_deployment: Synthesized,
+) -> None:
+    found = _by_action(_task_statements(bedrock_agents_deployment))
+    assert {action for action in found if action.startswith("bedrock:")} == {"bedrock:InvokeModelWithResponseStream"}
+    profile = BEDROCK_AGENT_MODELS["clinic-receptionist"]
+    foundation = BEDROCK_AGENT_MODELS["appointment-reminder"]
+    assert sorted(found["bedrock:InvokeModelWithResponseStream"], key=json.dumps) == sorted(
+        [
+            # The profile in this region, in this account...
+            {
+                "Fn::Join": [
+                    "",
+                    [f"arn:aws:bedrock:{REGION}:", {"Ref": "AWS::AccountId"}, f":inference-profile/{profile}"],
+                ]
+            },
+            # ...and its model wherever the profile sends the request.
+            f"arn:aws:bedrock:*::foundation-model/{profile.removeprefix('us.')}",
+            # A plain model id is invoked in this region only.
+            f"arn:aws:bedrock:{REGION}::foundation-model/{foundation}",
+        ],
+        key=json.dumps,
+    )
 
 
 def test_dockerfile_serves_what_the_stack_expects() -> None:

@@ -10,7 +10,7 @@ from cdk_nag import AwsSolutionsChecks
 from tests.infra.conftest import Synthesized
 
 
-@pytest.mark.parametrize("deployment_name", ["default_deployment", "cluster_deployment"])
+@pytest.mark.parametrize("deployment_name", ["default_deployment", "cluster_deployment", "bedrock_agents_deployment"])
 def test_no_unacknowledged_finding(request: pytest.FixtureRequest, deployment_name: str) -> None:
     deployment: Synthesized = request.getfixturevalue(deployment_name)
     annotations = Annotations.from_stack(deployment.stack)

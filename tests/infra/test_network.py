@@ -4,6 +4,7 @@ import aws_cdk as cdk
 from aws_cdk import aws_s3 as s3
 from aws_cdk.assertions import Match, Template
 
+from infra.bedrock import BedrockModel
 from infra.config import DeploymentConfig
 from infra.network import Network
 from tests.infra.conftest import Synthesized
@@ -55,6 +56,10 @@ def test_bedrock_endpoint_only_when_bedrock_models_are_configured(cluster_deploy
     assert "bedrock-runtime" in " ".join(_endpoint_services(cluster_deployment, "Interface"))
 
 
+def test_bedrock_endpoint_for_bedrock_agents_without_context(bedrock_agents_deployment: Synthesized) -> None:
+    assert "bedrock-runtime" in " ".join(_endpoint_services(bedrock_agents_deployment, "Interface"))
+
+
 def test_rejected_traffic_is_logged(default_deployment: Synthesized) -> None:
     default_deployment.template.has_resource_properties(
         "AWS::EC2::FlowLog", {"TrafficType": "REJECT", "LogDestinationType": "s3", "ResourceType": "VPC"}
@@ -74,8 +79,8 @@ def test_rejected_traffic_is_logged(default_deployment: Synthesized) -> None:
 
 def test_interface_endpoints_can_be_left_out() -> None:
     stack = cdk.Stack(cdk.App(), "NetworkOnly", env=cdk.Environment(region="us-east-1"))
-    config = DeploymentConfig(domain_name="media.example.com", interface_endpoints=False, bedrock_model_ids=("a.b",))
-    Network(stack, "Network", config=config, logs_bucket=s3.Bucket(stack, "Logs"))
+    config = DeploymentConfig(domain_name="media.example.com", interface_endpoints=False)
+    Network(stack, "Network", config=config, bedrock_models=[BedrockModel("a.b")], logs_bucket=s3.Bucket(stack, "Logs"))
     template = Template.from_stack(stack)
     template.resource_properties_count_is("AWS::EC2::VPCEndpoint", {"VpcEndpointType": "Interface"}, 0)
     template.resource_count_is("AWS::EC2::VPCEndpoint", 2)
