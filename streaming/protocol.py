@@ -11,7 +11,7 @@ import binascii
 import json
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError
 
 
 class MalformedMessage(ValueError):
@@ -20,6 +20,19 @@ class MalformedMessage(ValueError):
     def __init__(self, kind: str, detail: str) -> None:
         super().__init__(f"{kind}: {detail}")
         self.kind = kind
+
+
+def _base64_decoded(value: Any) -> bytes:
+    if not isinstance(value, str):
+        raise ValueError("payload must be a base64 string")
+    try:
+        return base64.b64decode(value, validate=True)
+    except binascii.Error as exc:
+        raise ValueError(f"payload is not base64: {exc}") from None
+
+
+# A media payload as both directions carry it: base64 text on the wire, bytes once parsed.
+Base64Bytes = Annotated[bytes, BeforeValidator(_base64_decoded)]
 
 
 class _Message(BaseModel):
@@ -59,17 +72,7 @@ class MediaPayload(_Message):
     track: str = "inbound"
     chunk: int
     timestamp: int  # ms since the stream started, by Twilio's clock
-    payload: bytes  # μ-law, decoded from base64
-
-    @field_validator("payload", mode="before")
-    @classmethod
-    def _decode(cls, value: Any) -> bytes:
-        if not isinstance(value, str):
-            raise ValueError("payload must be a base64 string")
-        try:
-            return base64.b64decode(value, validate=True)
-        except binascii.Error as exc:
-            raise ValueError(f"payload is not base64: {exc}") from None
+    payload: Base64Bytes  # μ-law
 
 
 class Media(_Message):

@@ -5,12 +5,12 @@ strings (`sequenceNumber`, `chunk`, `timestamp`) are strings here too, `connecte
 `start` is sequence number 1. Server messages are parsed with pydantic; anything else is malformed.
 """
 
-import base64
-import binascii
 import json
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from streaming.protocol import Base64Bytes
 
 TRACKS: Final = ["inbound"]
 MEDIA_FORMAT: Final = {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}
@@ -77,17 +77,7 @@ class _ServerMessage(BaseModel):
 
 
 class _MediaBody(_ServerMessage):
-    payload: bytes
-
-    @field_validator("payload", mode="before")
-    @classmethod
-    def _decode(cls, value: Any) -> bytes:
-        if not isinstance(value, str):
-            raise ValueError("payload must be a base64 string")
-        try:
-            return base64.b64decode(value, validate=True)
-        except binascii.Error as exc:
-            raise ValueError(f"payload is not base64: {exc}") from None
+    payload: Base64Bytes
 
 
 class ServerMedia(_ServerMessage):
