@@ -23,6 +23,7 @@ from switchboard.call import Call, CallDirection, CallStatus
 from switchboard.observability import metrics
 from switchboard.records import CallRecords, table_definition
 from tests.support.apigw import LambdaContext, response_json, twilio_form_event
+from tests.support.event_bus import PublishedEvents
 from tests.support.twilio_stub import ACCOUNT_SID, AUTH_TOKEN, random_call_sid
 
 if TYPE_CHECKING:
@@ -45,25 +46,11 @@ class Env:
     records: CallRecords
     dynamodb: "DynamoDBClient"
     events: "EventBridgeClient"
-    sqs: Any  # boto3's SQS client (no type stubs installed for it)
-    queue_url: str = ""
-
-    def route_bus_to_queue(self, bus: str) -> None:
-        queue_arn = self.sqs.get_queue_attributes(QueueUrl=self.queue_url, AttributeNames=["QueueArn"])["Attributes"][
-            "QueueArn"
-        ]
-        self.events.put_rule(Name="all", EventBusName=bus, EventPattern=json.dumps({"source": ["switchboard"]}))
-        self.events.put_targets(Rule="all", EventBusName=bus, Targets=[{"Id": "queue", "Arn": queue_arn}])
+    bus: PublishedEvents
 
     def published(self) -> list[dict[str, Any]]:
-        events: list[dict[str, Any]] = []
-        while True:
-            messages = self.sqs.receive_message(QueueUrl=self.queue_url, MaxNumberOfMessages=10).get("Messages", [])
-            if not messages:
-                return events
-            for message in messages:
-                events.append(json.loads(message["Body"]))
-                self.sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=message["ReceiptHandle"])
+        """Every event that reached the bus since the last look."""
+        return self.bus.drain()
 
     def call_item(self, sid: str) -> dict[str, Any]:
         return self.dynamodb.get_item(TableName=TABLE, Key={"pk": {"S": f"CALL#{sid}"}, "sk": {"S": "CALL"}}).get(
@@ -84,10 +71,7 @@ def env(aws_env: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
         )["ARN"]
         events = boto3.client("events")
         events.create_event_bus(Name=BUS)
-        sqs = boto3.client("sqs")
-        env = Env(CallRecords(TABLE, dynamodb), dynamodb, events, sqs)
-        env.queue_url = sqs.create_queue(QueueName="call-events")["QueueUrl"]
-        env.route_bus_to_queue(BUS)
+        env = Env(CallRecords(TABLE, dynamodb), dynamodb, events, PublishedEvents(BUS))
         for name, value in {
             "CALLS_TABLE": TABLE,
             "AGENTS_DIR": str(REPO / "agents"),
@@ -305,7 +289,7 @@ def test_a_failed_publish_is_answered_500_and_a_redelivery_publishes_once(
     assert "event_CallCompleted" not in env.call_item(sid)  # the claim was released
 
     env.events.create_event_bus(Name=late_bus)
-    env.route_bus_to_queue(late_bus)
+    env.bus.route(late_bus)
     assert ok(post(final)) == "replay"
     assert ok(post(final)) == "replay"
     [completed] = completed_events(env)

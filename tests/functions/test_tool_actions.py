@@ -29,6 +29,7 @@ from switchboard.sms import SMS_SENT_ATTRIBUTE
 from switchboard.tool import ToolName, ToolOutcome, ToolRequest, ToolResult
 from switchboard.tool_actions import IDEMPOTENCY_KEY_PREFIX, ToolCall, ToolCallInProgress
 from tests.support.apigw import LambdaContext, json_event, response_json
+from tests.support.event_bus import PublishedEvents
 from tests.support.twilio_stub import ACCOUNT_SID, AUTH_TOKEN, TwilioStub, random_call_sid
 
 if TYPE_CHECKING:
@@ -97,20 +98,12 @@ class _AtomicMotoDynamoDB:
 class Env:
     records: CallRecords
     dynamodb: "DynamoDBClient"
-    sqs: Any  # no SQS stubs installed
-    queue_url: str
+    bus: PublishedEvents
     twilio: TwilioStub
 
     def published(self) -> list[dict[str, Any]]:
-        """Every event that reached the bus so far (drained from the rule's queue)."""
-        events: list[dict[str, Any]] = []
-        while True:
-            messages = self.sqs.receive_message(QueueUrl=self.queue_url, MaxNumberOfMessages=10).get("Messages", [])
-            if not messages:
-                return events
-            for message in messages:
-                events.append(json.loads(message["Body"]))
-                self.sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=message["ReceiptHandle"])
+        """Every event that reached the bus since the last look."""
+        return self.bus.drain()
 
     def timeline(self, sid: str) -> CallTimeline:
         timeline = self.records.timeline(sid)
@@ -162,11 +155,7 @@ def env(aws_env: None, twilio_stub: TwilioStub, monkeypatch: pytest.MonkeyPatch,
         )["ARN"]
         events = boto3.client("events")
         events.create_event_bus(Name=BUS)
-        sqs = boto3.client("sqs")
-        queue_url = sqs.create_queue(QueueName="call-events")["QueueUrl"]
-        queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-        events.put_rule(Name="all-call-events", EventBusName=BUS, EventPattern=json.dumps({"source": ["switchboard"]}))
-        events.put_targets(Rule="all-call-events", EventBusName=BUS, Targets=[{"Id": "queue", "Arn": queue_arn}])
+        bus = PublishedEvents(BUS)
         for name, value in {
             "CALLS_TABLE": CALLS,
             "APPOINTMENTS_TABLE": APPOINTMENTS,
@@ -180,7 +169,7 @@ def env(aws_env: None, twilio_stub: TwilioStub, monkeypatch: pytest.MonkeyPatch,
             monkeypatch.setenv(name, value)
         handler.dependencies.cache_clear()
         parameters.clear_caches()  # type: ignore[no-untyped-call]
-        yield Env(CallRecords(CALLS, dynamodb), dynamodb, sqs, queue_url, twilio_stub)
+        yield Env(CallRecords(CALLS, dynamodb), dynamodb, bus, twilio_stub)
         handler.dependencies.cache_clear()
         parameters.clear_caches()  # type: ignore[no-untyped-call]
         metrics.clear_metrics()

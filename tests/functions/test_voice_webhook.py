@@ -22,6 +22,7 @@ from switchboard.observability import metrics
 from switchboard.records import CallRecords, table_definition
 from switchboard.stream_token import StreamTokenSigner
 from tests.support.apigw import LambdaContext, sign, twilio_form_event
+from tests.support.event_bus import PublishedEvents
 from tests.support.twilio_stub import ACCOUNT_SID, AUTH_TOKEN, TwilioStub, random_call_sid
 
 if TYPE_CHECKING:
@@ -59,20 +60,12 @@ outbound:
 class Env:
     records: CallRecords
     dynamodb: "DynamoDBClient"
-    sqs: Any  # boto3's SQS client (no type stubs installed for it)
-    queue_url: str
+    bus: PublishedEvents
     twilio: TwilioStub
 
     def published(self) -> list[dict[str, Any]]:
-        """Every event that reached the bus so far (drained from the rule's queue)."""
-        events: list[dict[str, Any]] = []
-        while True:
-            messages = self.sqs.receive_message(QueueUrl=self.queue_url, MaxNumberOfMessages=10).get("Messages", [])
-            if not messages:
-                return events
-            for message in messages:
-                events.append(json.loads(message["Body"]))
-                self.sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=message["ReceiptHandle"])
+        """Every event that reached the bus since the last look."""
+        return self.bus.drain()
 
     def call_item(self, sid: str) -> dict[str, Any]:
         item = self.dynamodb.get_item(TableName=TABLE, Key={"pk": {"S": f"CALL#{sid}"}, "sk": {"S": "CALL"}})
@@ -97,11 +90,7 @@ def env(aws_env: None, twilio_stub: TwilioStub, monkeypatch: pytest.MonkeyPatch,
         stream_secret = secrets.create_secret(Name="switchboard/stream-token", SecretString=STREAM_KEY)["ARN"]
         events = boto3.client("events")
         events.create_event_bus(Name=BUS)
-        sqs = boto3.client("sqs")
-        queue_url = sqs.create_queue(QueueName="call-events")["QueueUrl"]
-        queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-        events.put_rule(Name="all-call-events", EventBusName=BUS, EventPattern=json.dumps({"source": ["switchboard"]}))
-        events.put_targets(Rule="all-call-events", EventBusName=BUS, Targets=[{"Id": "queue", "Arn": queue_arn}])
+        bus = PublishedEvents(BUS)
         for name, value in {
             "CALLS_TABLE": TABLE,
             "AGENTS_DIR": str(agents_dir),
@@ -117,7 +106,7 @@ def env(aws_env: None, twilio_stub: TwilioStub, monkeypatch: pytest.MonkeyPatch,
             monkeypatch.setenv(name, value)
         handler.dependencies.cache_clear()
         parameters.clear_caches()  # type: ignore[no-untyped-call]
-        yield Env(CallRecords(TABLE, dynamodb), dynamodb, sqs, queue_url, twilio_stub)
+        yield Env(CallRecords(TABLE, dynamodb), dynamodb, bus, twilio_stub)
         handler.dependencies.cache_clear()
         parameters.clear_caches()  # type: ignore[no-untyped-call]
         metrics.clear_metrics()
