@@ -5,7 +5,6 @@ from collections.abc import Sequence
 
 from aws_cdk import Duration, RemovalPolicy, Stack
 from aws_cdk import aws_certificatemanager as acm
-from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_ecr_assets as ecr_assets
 from aws_cdk import aws_ecs as ecs
 from aws_cdk import aws_elasticloadbalancingv2 as elbv2
@@ -21,10 +20,10 @@ from infra.bedrock import INVOKE_ACTIONS, BedrockModel
 from infra.bundling import REPO_ROOT
 from infra.config import DeploymentConfig
 from infra.network import Network
+from infra.observability import ONE_MINUTE, switchboard_metric
 from infra.platform_secrets import PlatformSecrets
 from infra.state import CallCache, Tables
 from streaming.server import ACTIVE_CALLS_METRIC, HEALTH_PATH
-from switchboard.observability import NAMESPACE, SERVICE
 
 PORT = 8080
 # The service drains for DRAIN_SECONDS after SIGTERM, then hands its calls over; ECS allows at most 120 s
@@ -96,7 +95,7 @@ class MediaService(Construct):
             "SWITCHBOARD_PROVIDERS": "agents",
             "POWERTOOLS_LOG_LEVEL": "INFO",
         }
-        self.container = self.task_definition.add_container(
+        self.task_definition.add_container(
             "media",
             image=image,
             environment=environment,
@@ -239,13 +238,7 @@ class MediaService(Construct):
         # Each task reports its calls every 60 s under the same dimensions: the Average is calls per task.
         scaling.scale_to_track_custom_metric(
             "ActiveCalls",
-            metric=cloudwatch.Metric(
-                namespace=NAMESPACE,
-                metric_name=ACTIVE_CALLS_METRIC,
-                dimensions_map={"service": SERVICE},
-                statistic="Average",
-                period=Duration.minutes(1),
-            ),
+            metric=switchboard_metric(ACTIVE_CALLS_METRIC, "Average", ONE_MINUTE),
             target_value=config.calls_per_task,
             scale_out_cooldown=Duration.seconds(60),
             scale_in_cooldown=Duration.minutes(10),

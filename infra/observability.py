@@ -29,7 +29,6 @@ ONE_MINUTE = Duration.minutes(1)
 # The per-turn stage times the media service publishes (streaming/telemetry.py), in critical-path order.
 TURN_STAGES = ("EndpointingWait", "SttFinal", "LlmFirstToken", "FirstSentence", "TtsFirstByte", "EngineOverhead")
 VOICE_TO_VOICE = "VoiceToVoice"
-ACTIVE_CALLS = ACTIVE_CALLS_METRIC
 CALL_COUNTS = ("CallAnswered", "CallCompleted", "CallRefused", "StreamResumed", "StreamLost")
 CONVERSATION_COUNTS = ("Interruptions", "BackchannelsIgnored", "SpeculationDropped")
 TOOL_COUNTS = ("ToolSucceeded", "ToolRefused", "ToolFailed", "ToolReplayed")
@@ -146,8 +145,22 @@ class Observability(Construct):
 
     # -- alarms ---------------------------------------------------------------------------------------------
 
-    def _alarm(self, construct_id: str, **props: object) -> cloudwatch.Alarm:
-        alarm = cloudwatch.Alarm(self, construct_id, **props)  # type: ignore[arg-type]
+    def _alarm(
+        self,
+        construct_id: str,
+        *,
+        comparison_operator: cloudwatch.ComparisonOperator = cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+        # A quiet period (no calls, no errors) is not a problem unless an alarm says otherwise.
+        treat_missing_data: cloudwatch.TreatMissingData = cloudwatch.TreatMissingData.NOT_BREACHING,
+        **props: object,
+    ) -> cloudwatch.Alarm:
+        alarm = cloudwatch.Alarm(
+            self,
+            construct_id,
+            comparison_operator=comparison_operator,
+            treat_missing_data=treat_missing_data,
+            **props,  # type: ignore[arg-type]
+        )
         alarm.add_alarm_action(self._action)
         alarm.add_ok_action(self._action)
         self.alarms.append(alarm)
@@ -180,8 +193,6 @@ class Observability(Construct):
                 threshold=LAMBDA_ERROR_RATE_PERCENT,
                 evaluation_periods=2,
                 datapoints_to_alarm=2,
-                comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
-                treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
             )
         engine_errors = cloudwatch.MathExpression(
             expression=" + ".join(f"FILL(e{i}, 0)" for i in range(len(ERROR_KINDS))),
@@ -195,8 +206,6 @@ class Observability(Construct):
             metric=engine_errors,
             threshold=ENGINE_ERRORS_PER_5_MIN,
             evaluation_periods=1,
-            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
-            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
         )
         self._alarm(
             "TtsErrors",
@@ -205,8 +214,6 @@ class Observability(Construct):
             metric=_insights(TTS_ERRORS, *PROVIDER_COUNTS[TTS_ERRORS], label="TTS errors"),
             threshold=TTS_ERRORS_PER_5_MIN,
             evaluation_periods=1,
-            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
-            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
         )
         self._alarm(
             "TranscribeStreamReopened",
@@ -221,8 +228,6 @@ class Observability(Construct):
             threshold=TRANSCRIBE_REOPENS_PER_5_MIN,
             evaluation_periods=2,
             datapoints_to_alarm=2,
-            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
-            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
         )
         self._alarm(
             "VoiceToVoiceP95",
@@ -230,8 +235,6 @@ class Observability(Construct):
             metric=switchboard_metric(VOICE_TO_VOICE, "p95"),
             threshold=V2V_P95_ALARM_MS,
             evaluation_periods=3,
-            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
-            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
         )
         self._alarm(
             "Api5xx",
@@ -239,8 +242,6 @@ class Observability(Construct):
             metric=api.metric_server_error(period=FIVE_MINUTES, statistic="Sum"),
             threshold=5,
             evaluation_periods=1,
-            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
-            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
         )
         self._alarm(
             "Media5xx",
@@ -260,8 +261,6 @@ class Observability(Construct):
             ),
             threshold=5,
             evaluation_periods=1,
-            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
-            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
         )
         self._alarm(
             "TaskCount",
@@ -288,8 +287,6 @@ class Observability(Construct):
             metric=dead_letters.metric_approximate_number_of_messages_visible(period=FIVE_MINUTES, statistic="Maximum"),
             threshold=0,
             evaluation_periods=1,
-            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
-            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
         )
 
     # -- dashboard ------------------------------------------------------------------------------------------
@@ -312,8 +309,10 @@ class Observability(Construct):
         def counts(names: Sequence[str]) -> list[cloudwatch.IMetric]:
             return [switchboard_metric(name).with_(label=name) for name in names]
 
-        active = switchboard_metric(ACTIVE_CALLS, "Sum", ONE_MINUTE).with_(label="active calls (all tasks)")
-        per_task = switchboard_metric(ACTIVE_CALLS, "Average", ONE_MINUTE).with_(label="per task (scaling signal)")
+        active = switchboard_metric(ACTIVE_CALLS_METRIC, "Sum", ONE_MINUTE).with_(label="active calls (all tasks)")
+        per_task = switchboard_metric(ACTIVE_CALLS_METRIC, "Average", ONE_MINUTE).with_(
+            label="per task (scaling signal)"
+        )
         v2v = [
             switchboard_metric(VOICE_TO_VOICE, stat).with_(label=f"voice-to-voice {stat}")
             for stat in ("p50", "p95", "p99")
