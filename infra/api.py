@@ -6,7 +6,6 @@ from dataclasses import dataclass
 from aws_cdk import ArnFormat, Duration, Stack
 from aws_cdk import aws_apigateway as apigateway
 from aws_cdk import aws_dynamodb as dynamodb
-from aws_cdk import aws_events as events
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
@@ -48,13 +47,12 @@ class Api(Construct):
         config: DeploymentConfig,
         tables: Tables,
         secrets: PlatformSecrets,
-        bus: events.IEventBus,
         scheduling: Scheduling,
     ) -> None:
         super().__init__(scope, construct_id)
         stack = Stack.of(self)
         self._config = config
-        self._bus = bus
+        self._bus = bus = scheduling.bus
         self.layer = lambda_.LayerVersion(
             self,
             "SharedLayer",
@@ -200,7 +198,7 @@ class Api(Construct):
             )
         )
         scheduling.allow_invoking(dialer_arn)
-        scheduling.retry_unanswered_calls(bus, self.dialer)
+        scheduling.retry_unanswered_calls(self.dialer)
 
         self._routes()
 

@@ -53,12 +53,12 @@ class Scheduling(Construct):
     def allow_invoking(self, function_arn: str) -> None:
         self.role.add_to_policy(iam.PolicyStatement(actions=["lambda:InvokeFunction"], resources=[function_arn]))
 
-    def retry_unanswered_calls(self, bus: events.IEventBus, dialer: lambda_.IFunction) -> None:
+    def retry_unanswered_calls(self, dialer: lambda_.IFunction) -> None:
         """CallCompleted of outbound calls to the dialer, which schedules a retry when the agent wants one."""
         events.Rule(
             self,
             "RetryOutboundCalls",
-            event_bus=bus,
+            event_bus=self.bus,
             description="Outbound calls that ended: the dialer decides on a retry",
             event_pattern=events.EventPattern(
                 source=[SOURCE],

@@ -54,7 +54,6 @@ class SwitchboardStack(Stack):
             config=config,
             tables=self.tables,
             secrets=self.secrets,
-            bus=self.scheduling.bus,
             scheduling=self.scheduling,
         )
         self.media = MediaService(

@@ -22,7 +22,6 @@ _POWERTOOLS_EMITTERS = frozenset({"add_metric", "single_metric"})
 class Emission:
     name: str
     dimensions: frozenset[str]
-    where: str
 
 
 @dataclass(frozen=True)
@@ -85,7 +84,6 @@ def _calls_with_function(tree: ast.Module) -> Iterator[tuple[ast.Call, ast.Funct
 
 class _Resolver:
     def __init__(self, modules: list[_Module]) -> None:
-        self._modules = modules
         self._everywhere: dict[str, list[ast.expr]] = {}
         for module in modules:
             for name, value in module.constants.items():
@@ -112,9 +110,9 @@ class _Resolver:
             case ast.IfExp(body=body, orelse=orelse):
                 return self._resolve(body, module, function, deeper) | self._resolve(orelse, module, function, deeper)
             case ast.Subscript(value=table):
-                return self._table_values(table, module, function, deeper)
+                return self._table_values(table, module, deeper)
             case ast.Call(func=ast.Attribute(value=table, attr="get")):
-                return self._table_values(table, module, function, deeper)
+                return self._table_values(table, module, deeper)
             case ast.Name(id=name):
                 if function is not None:
                     local = self._local(name, function, module, deeper)
@@ -124,23 +122,15 @@ class _Resolver:
                 return {value for node in found for value in self._resolve(node, module, None, deeper)}
         return set()
 
-    def _table(
-        self, expression: ast.expr, module: _Module, function: ast.FunctionDef | ast.AsyncFunctionDef | None
-    ) -> ast.expr | None:
+    def _table(self, expression: ast.expr, module: _Module) -> ast.expr | None:
         if isinstance(expression, ast.Dict | ast.Tuple | ast.List):
             return expression
         if isinstance(expression, ast.Name) and expression.id in module.constants:
-            return self._table(module.constants[expression.id], module, None)
+            return self._table(module.constants[expression.id], module)
         return None
 
-    def _table_values(
-        self,
-        expression: ast.expr,
-        module: _Module,
-        function: ast.FunctionDef | ast.AsyncFunctionDef | None,
-        depth: int,
-    ) -> set[str]:
-        table = self._table(expression, module, function)
+    def _table_values(self, expression: ast.expr, module: _Module, depth: int) -> set[str]:
+        table = self._table(expression, module)
         if isinstance(table, ast.Dict):
             return {name for value in table.values for name in self._resolve(value, module, None, depth)}
         if isinstance(table, ast.Tuple | ast.List):
@@ -177,7 +167,7 @@ class _Resolver:
         function: ast.FunctionDef | ast.AsyncFunctionDef,
         depth: int,
     ) -> set[str] | None:
-        table = self._table(loop.iter, module, function)
+        table = self._table(loop.iter, module)
         if not isinstance(table, ast.Tuple | ast.List):
             return None
         if isinstance(loop.target, ast.Name) and loop.target.id == name:
@@ -224,12 +214,11 @@ def emitted_metrics(paths: Iterable[Path]) -> list[Emission]:
     for module in modules:
         for call, function in _calls_with_function(module.tree):
             called = _called_name(call)
-            where = f"{module.path}:{call.lineno}"
             if called in _POWERTOOLS_EMITTERS:
                 name = _keyword(call, "name")
                 if name is not None:
                     for metric in resolver.names(name, module, function):
-                        emissions.append(Emission(metric, frozenset(), where))
+                        emissions.append(Emission(metric, frozenset()))
                 continue
             for wrapper in wrappers.get(called or "", []):
                 keywords = {keyword.arg for keyword in call.keywords}
@@ -245,7 +234,7 @@ def emitted_metrics(paths: Iterable[Path]) -> list[Emission]:
                     if wrapper.takes_dimensions and keyword.arg is not None and keyword.arg not in wrapper.parameters
                 )
                 for metric in resolver.names(argument, module, function):
-                    emissions.append(Emission(metric, dimensions, where))
+                    emissions.append(Emission(metric, dimensions))
     return emissions
 
 
