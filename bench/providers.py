@@ -37,6 +37,7 @@ synthetic one of 500 passages: wall-clock `*_ms_p50`/`*_ms_p99` and this thread'
 
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import random
@@ -165,6 +166,7 @@ def _covering(ends: Sequence[int], position: int) -> int:
     return int(np.searchsorted(np.asarray(ends), position, side="left"))
 
 
+@functools.cache
 def _clinic() -> AgentConfig:
     agent = AgentDirectory.load(REPO / "agents").get("clinic-receptionist")
     assert agent is not None, "the shipped clinic agent is missing"
