@@ -105,14 +105,18 @@ class KnowledgeBase:
 
 def context_message(passages: list[Passage]) -> str:
     """The system message that carries a turn's passages to the LLM."""
-    numbered = "\n".join(f"[{n}] {passage.render()}" for n, passage in enumerate(passages, 1))
-    return "Knowledge base passages that may answer the caller's last turn (ignore them if they do not):\n" + numbered
+    intro = "Knowledge base passages that may answer the caller's last turn (ignore them if they do not):"
+    return f"{intro}\n{_numbered(passages)}"
 
 
 def search_result(passages: list[Passage]) -> str:
     """What the search tool answers the LLM: the passages, or that nothing matched (so it does not guess)."""
     if not passages:
         return "Nothing in the knowledge base matches. Say you are not sure rather than guessing."
+    return _numbered(passages)
+
+
+def _numbered(passages: list[Passage]) -> str:
     return "\n".join(f"[{n}] {passage.render()}" for n, passage in enumerate(passages, 1))
 
 
