@@ -31,7 +31,6 @@ import numpy as np
 import soxr
 
 from streaming.audio.codec import SAMPLE_RATE
-from streaming.telemetry import count_error
 from switchboard.agent import Voice
 
 # speak_lib.h
@@ -258,8 +257,7 @@ class EspeakTextToSpeech:
         try:
             while (item := await chunks.get()) is not None:
                 if isinstance(item, BaseException):
-                    count_error("tts")
-                    raise item
+                    raise item  # the engine logs and counts it
                 yield item
         finally:
             # The worker sees this at eSpeak's next callback and aborts; nothing to wait for here.

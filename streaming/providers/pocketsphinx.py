@@ -39,7 +39,6 @@ import soxr
 
 from streaming.audio.codec import SAMPLE_RATE
 from streaming.providers.base import Transcript
-from streaming.telemetry import count_error
 from switchboard.observability import logger
 
 SUPPORTED_LANGUAGE: Final = "en-US"
@@ -138,9 +137,7 @@ class PocketsphinxSpeechSession:
     def _run(self) -> None:
         try:
             _Decoding(self._decoder, self._name, self._deliver).run(self._frames)
-        except Exception as error:  # a decoder that cannot go on: the engine reopens a session
-            logger.exception("pocketsphinx failed")
-            count_error("stt")
+        except Exception as error:  # a decoder that cannot go on: the engine logs, counts and reopens
             self._deliver(error)
         else:
             _POOL.give(self._decoder)
@@ -271,9 +268,5 @@ class PocketsphinxSpeechToText:
             )
         if vocabulary is not None:
             logger.debug("pocketsphinx ignores the custom vocabulary", extra={"vocabulary": vocabulary})
-        try:
-            decoder = await asyncio.to_thread(_POOL.take)
-        except Exception:
-            count_error("stt")
-            raise
+        decoder = await asyncio.to_thread(_POOL.take)  # a failure here is the engine's to log and count
         return PocketsphinxSpeechSession(decoder, asyncio.get_running_loop(), str(next(self._sessions)))
