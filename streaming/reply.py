@@ -27,7 +27,7 @@ from streaming.conversation import llm_window
 from streaming.knowledge import SEARCH_TOOL, KnowledgeBase, context_message, search_result
 from streaming.phrases import APOLOGY, PhraseCache
 from streaming.playback import Clip, ClipKind, Playback
-from streaming.providers.base import LanguageModel, TextDelta, TextToSpeech, ToolCall
+from streaming.providers.base import LanguageModel, TextDelta, TextToSpeech, ToolCall, last_user_text
 from streaming.sentences import SentenceAggregator
 from streaming.telemetry import TurnReport, count_error
 from streaming.tools import ToolActions
@@ -335,7 +335,7 @@ class Reply:
         """The knowledge-base passages for the caller's turn, when the agent gets them every turn."""
         if self._knowledge is None or self._agent.knowledge_search != "every_turn":
             return None
-        said = next((m.content for m in reversed(self._messages) if m.role == "user" and m.content), None)
+        said = last_user_text(self._messages)
         found = self._knowledge.search(said) if said else []
         return ChatMessage(role="system", content=context_message(found)) if found else None
 

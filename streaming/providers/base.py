@@ -100,6 +100,14 @@ class ReplyDeadlines:
         return now - started + self.first_token_s <= self.first_token_budget_s
 
 
+def last_user_text(messages: Sequence[ChatMessage]) -> str:
+    """What the caller said last (the latest user message with text), or ""."""
+    for message in reversed(messages):
+        if message.role == "user" and message.content:
+            return message.content
+    return ""
+
+
 class LanguageModel(Protocol):
     def reply(self, messages: Sequence[ChatMessage], tools: Sequence[Mapping[str, Any]]) -> AsyncIterator[LlmEvent]:
         """Stream the assistant's next message: text deltas as they come, then any tool calls.

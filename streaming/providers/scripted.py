@@ -27,7 +27,7 @@ from datetime import date, datetime
 from typing import Any, Final
 from zoneinfo import ZoneInfo
 
-from streaming.providers.base import LlmEvent, TextDelta, ToolCall
+from streaming.providers.base import LlmEvent, TextDelta, ToolCall, last_user_text
 from streaming.providers.simulated import tokens
 from switchboard.agent import AgentConfig, FlowStep
 from switchboard.observability import logger
@@ -49,13 +49,6 @@ def words(text: str) -> tuple[str, ...]:
 def _contains(said: tuple[str, ...], phrase: tuple[str, ...]) -> bool:
     size = len(phrase)
     return any(said[start : start + size] == phrase for start in range(len(said) - size + 1))
-
-
-def _latest_user_text(messages: Sequence[ChatMessage]) -> str:
-    for message in reversed(messages):
-        if message.role == "user" and message.content:
-            return message.content
-    return ""
 
 
 def _outcome(content: str | None) -> tuple[str, str]:
@@ -102,7 +95,7 @@ class ScriptedLanguageModel:
     async def reply(
         self, messages: Sequence[ChatMessage], tools: Sequence[Mapping[str, Any]]
     ) -> AsyncGenerator[LlmEvent]:
-        said = _latest_user_text(messages)
+        said = last_user_text(messages)
         chosen = self.step_for(said)
         last = messages[-1] if messages else None
         if last is not None and last.role == "tool":

@@ -51,6 +51,7 @@ from streaming.providers.base import (
     TextDelta,
     ToolCall,
     Transcript,
+    last_user_text,
 )
 from streaming.simulator.scenario import SOUND_RUNS_PARAMETER, AgentReply, Scenario, ScriptedTool
 from streaming.simulator.speech import SoundRun
@@ -291,13 +292,6 @@ def tokens(text: str) -> list[str]:
     return _TOKEN.findall(text)
 
 
-def _last_user_text(messages: Sequence[ChatMessage]) -> str:
-    for message in reversed(messages):
-        if message.role == "user" and message.content:
-            return message.content
-    return ""
-
-
 def token_delay_s(index: int, profile: LatencyProfile) -> float:
     """When the simulated LLM emits its token number `index` (from 0), in seconds after the request."""
     rate = profile.llm_tokens_per_s
@@ -322,7 +316,7 @@ class SimulatedLanguageModel:
             return "Okay, that's done.", None
         if scripted is not None:
             return scripted.say, scripted.tool
-        said = _last_user_text(messages)
+        said = last_user_text(messages)
         return (f"You said: {said}" if said else "Hello, how can I help?"), None
 
     async def reply(
