@@ -155,8 +155,7 @@ async def _build(
     if names := [agent.id for agent in using("stt", "transcribe")]:
         from streaming.providers.transcribe import TranscribeError, TranscribeSpeechToText
 
-        _check_aws("Amazon Transcribe", names, keys.region)
-        try:
+        try:  # create() checks the region and the credentials itself
             transcribe = await TranscribeSpeechToText.create(region=keys.region)
         except TranscribeError as exc:
             raise ProviderError(f"Amazon Transcribe (agents: {', '.join(names)}): {exc}") from exc
